@@ -1,0 +1,392 @@
+"""Shared code for *ResNets, step by step*: data, figures, and the reference ResNet50.
+
+Every notebook, script and service imports what it needs from here, so each thing is defined once:
+
+* **Data**: ``load_dataset`` (course-compatible), ``convert_to_one_hot``, ``prepare_image`` (the one
+  image preprocessing used for training data and for "your own" photos), ``show_samples``,
+  ``plot_class_balance``.
+* **Model**: ``identity_block``, ``convolutional_block``, ``ResNet50``; the notebooks teach the same code,
+  and a test keeps the two identical.
+* **Figures**: ``use_course_style`` (one matplotlib style for all chapters and ``images/``),
+  ``plot_model`` (``keras.utils.plot_model`` with a clear message when Graphviz is missing).
+* **Experiments**: ``deep_stack`` and ``kernel_gradient_norms`` for chapter 01's measurement.
+
+Importing this module imports TensorFlow with its C++ start-up logs silenced, so import it *before*
+``tensorflow`` or ``keras`` and no log lines reach a notebook's outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+
+import signs_dataset
+from signs_dataset import DatasetError, ImageError, prepare_image  # noqa: F401 - re-exported for notebooks
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at /dev/null for a moment: TensorFlow's C++ code logs there directly."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# TensorFlow's C++ logs go straight to file descriptor 2, past Python, into notebook outputs. Level 3
+# hides them all: TF 2.21 logs harmless "errors" (e.g. tf.data's "NodeDef mentions attribute
+# use_unbounded_threadpool") on every fit, and real failures still arrive as Python exceptions. The
+# absl lines printed while TensorFlow loads and probes for GPUs ignore the level, so both happen with
+# stderr silenced. Set TF_CPP_MIN_LOG_LEVEL yourself (0-2) to see the logs when debugging TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+with _stderr_silenced():
+    import tensorflow as tf
+    import keras
+
+    tf.config.list_physical_devices()
+
+from keras import layers  # noqa: E402 - after the quiet import above
+from keras.initializers import glorot_uniform, random_uniform  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent
+IMAGES_DIR = REPO_ROOT / "images"
+
+# Okabe & Ito's palette: distinguishable with every common form of colour blindness.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------------
+def use_course_style() -> None:
+    """Apply the one matplotlib style every chapter and every figure in ``images/`` uses."""
+    plt.rcParams.update(
+        {
+            "figure.figsize": (7.0, 4.0),
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "font.size": 11,
+            "axes.titlesize": 12,
+            "axes.titleweight": "bold",
+            "axes.labelsize": 11,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.prop_cycle": plt.cycler(color=PALETTE),
+            "image.cmap": "viridis",
+            "legend.frameon": False,
+        }
+    )
+
+
+def plot_model(model, to_file, **kwargs):
+    """``keras.utils.plot_model`` with shapes shown, and a clear message when Graphviz is missing.
+
+    Drawing a model needs the ``dot`` program from Graphviz (a system package, not a pip one).
+    Returns what ``plot_model`` returns: an image the notebook displays.
+    """
+    if shutil.which("dot") is None:
+        raise RuntimeError(
+            "Drawing a model needs Graphviz's `dot` program, which is not on PATH. Install it with "
+            "`sudo apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
+            "`conda install graphviz`, then restart the kernel."
+        )
+    kwargs.setdefault("show_shapes", True)
+    kwargs.setdefault("dpi", 72)
+    return keras.utils.plot_model(model, to_file=str(to_file), **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+def load_dataset(data_dir: str | Path | None = None):
+    """Load the SIGNS data exactly as the course does, building the h5 files first if they are absent.
+
+    Returns ``X_train_orig, Y_train_orig, X_test_orig, Y_test_orig, classes``: images as uint8 arrays
+    of shape ``(m, 64, 64, 3)``, labels as int64 arrays of shape ``(1, m)``, and the class labels.
+    ``data_dir`` defaults to the repository's ``datasets/``; the course's own ``train_signs.h5`` and
+    ``test_signs.h5`` can be dropped in there instead.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else signs_dataset.DATA_DIR
+    train_path, test_path = signs_dataset.ensure_built(data_dir)
+    x_train, y_train, _ = _read_signs_h5(train_path, "train")
+    x_test, y_test, classes = _read_signs_h5(test_path, "test")
+    return x_train, y_train.reshape(1, -1), x_test, y_test.reshape(1, -1), classes
+
+
+def _read_signs_h5(path: Path, prefix: str):
+    fix = f"Delete {path} and run `make data` (or `python -m signs_dataset`) to rebuild it."
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in (f"{prefix}_set_x", f"{prefix}_set_y", "list_classes") if k not in f]
+            if missing:
+                raise DatasetError(f"{path} is not a SIGNS file: it has no {', '.join(missing)}. {fix}")
+            x, y, classes = (np.array(f[k][:]) for k in (f"{prefix}_set_x", f"{prefix}_set_y", "list_classes"))
+    except OSError as exc:
+        raise DatasetError(f"{path} cannot be read ({exc}); it is corrupt or incomplete. {fix}") from None
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] != y.shape[0]:
+        raise DatasetError(f"{path} holds images of shape {x.shape} and {y.shape[0]} labels; expected (m, h, w, 3) and m. {fix}")
+    return x, y, classes
+
+
+def convert_to_one_hot(Y, C: int) -> np.ndarray:
+    """One-hot encode integer labels ``Y`` (any shape, e.g. the course's ``(1, m)``) as an ``(m, C)`` array.
+
+    Note: the course's helper returned ``(C, m)`` and was followed by ``.T``; here the result is already
+    in the ``(examples, classes)`` layout Keras expects.
+    """
+    labels = np.asarray(Y).reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= C):
+        raise ValueError(f"Labels must lie in 0..{C - 1}; got values from {labels.min()} to {labels.max()}.")
+    return np.eye(C, dtype=np.float32)[labels]
+
+
+def show_samples(X, Y, classes=None, n_per_class: int = 6, seed: int = 0, title: str | None = None):
+    """Show a grid of images, one row per class, each row titled with its label. Returns the figure."""
+    labels = np.asarray(Y).reshape(-1)
+    classes = np.unique(labels) if classes is None else np.asarray(classes).reshape(-1)
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(classes), n_per_class, figsize=(1.2 * n_per_class, 1.25 * len(classes)), squeeze=False)
+    for row, label in zip(axes, classes):
+        picks = rng.choice(np.flatnonzero(labels == label), size=n_per_class, replace=False)
+        for ax, index in zip(row, picks):
+            ax.imshow(X[index])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        row[0].set_ylabel(f"y = {label}", rotation=0, ha="right", va="center", fontsize=11)
+    fig.suptitle(title or "Sample images, one row per class", fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(Y_train, Y_test, classes):
+    """Bar chart of how many training and test images each class has. Returns the figure."""
+    classes = np.asarray(classes).reshape(-1)
+    counts = [np.bincount(np.asarray(y).reshape(-1), minlength=len(classes)) for y in (Y_train, Y_test)]
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    width = 0.4
+    positions = np.arange(len(classes))
+    for offset, count, name in zip((-width / 2, width / 2), counts, ("train", "test")):
+        bars = ax.bar(positions + offset, count, width, label=name)
+        ax.bar_label(bars, fontsize=9)
+    ax.set_xticks(positions, [str(c) for c in classes])
+    ax.set_xlabel("class (digit shown by the hand)")
+    ax.set_ylabel("number of images")
+    ax.set_title("Images per class")
+    ax.legend(loc="upper right", ncol=2)
+    ax.set_ylim(0, counts[0].max() * 1.3)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model (chapters 01-03 teach this exact code)
+# ----------------------------------------------------------------------------------------------------
+def identity_block(X, f, filters, training=True, initializer=random_uniform):
+    """
+    Implementation of the identity block: the shortcut adds the input, unchanged, to the main path.
+
+    Arguments:
+    X -- input tensor of shape (m, n_H_prev, n_W_prev, n_C_prev)
+    f -- integer, the shape of the middle CONV's window for the main path
+    filters -- python list of integers, the number of filters in the CONV layers of the main path
+    training -- True: batch normalization uses the batch's statistics (training mode);
+                False: it uses its moving averages (inference mode)
+    initializer -- to set up the initial weights of a layer; called as initializer(seed=0)
+
+    Returns:
+    X -- output of the identity block, tensor of shape (m, n_H, n_W, n_C)
+    """
+    F1, F2, F3 = filters
+    X_shortcut = X
+
+    # First component of the main path: 1x1 convolution that reduces the channels
+    X = layers.Conv2D(filters=F1, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X, training=training)
+    X = layers.Activation("relu")(X)
+
+    # Second component: f x f convolution, 'same' padding keeps the height and width
+    X = layers.Conv2D(filters=F2, kernel_size=f, strides=(1, 1), padding="same", kernel_initializer=initializer(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X, training=training)
+    X = layers.Activation("relu")(X)
+
+    # Third component: 1x1 convolution that restores the channels; no ReLU before the addition
+    X = layers.Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X, training=training)
+
+    # Final step: add the shortcut to the main path, then apply the ReLU
+    X = layers.Add()([X, X_shortcut])
+    X = layers.Activation("relu")(X)
+    return X
+
+
+def convolutional_block(X, f, filters, s=2, training=True, initializer=glorot_uniform):
+    """
+    Implementation of the convolutional block: the shortcut has a 1x1 convolution, so the block can
+    change the height, width and number of channels.
+
+    Arguments:
+    X -- input tensor of shape (m, n_H_prev, n_W_prev, n_C_prev)
+    f -- integer, the shape of the middle CONV's window for the main path
+    filters -- python list of integers, the number of filters in the CONV layers of the main path
+    s -- integer, the stride of the first CONV and of the shortcut CONV
+    training -- True: batch normalization uses the batch's statistics (training mode);
+                False: it uses its moving averages (inference mode)
+    initializer -- to set up the initial weights of a layer; called as initializer(seed=0)
+
+    Returns:
+    X -- output of the convolutional block, tensor of shape (m, n_H, n_W, n_C)
+    """
+    F1, F2, F3 = filters
+    X_shortcut = X
+
+    # Main path, first component: 1x1 convolution with stride s shrinks height and width
+    X = layers.Conv2D(filters=F1, kernel_size=1, strides=(s, s), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X, training=training)
+    X = layers.Activation("relu")(X)
+
+    # Second component: f x f convolution with 'same' padding
+    X = layers.Conv2D(filters=F2, kernel_size=f, strides=(1, 1), padding="same", kernel_initializer=initializer(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X, training=training)
+    X = layers.Activation("relu")(X)
+
+    # Third component: 1x1 convolution to F3 channels; no ReLU before the addition
+    X = layers.Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X, training=training)
+
+    # Shortcut path: 1x1 convolution with stride s, then batch normalization, so the shapes match
+    X_shortcut = layers.Conv2D(filters=F3, kernel_size=1, strides=(s, s), padding="valid", kernel_initializer=initializer(seed=0))(X_shortcut)
+    X_shortcut = layers.BatchNormalization(axis=3)(X_shortcut, training=training)
+
+    # Final step: add the shortcut to the main path, then apply the ReLU
+    X = layers.Add()([X, X_shortcut])
+    X = layers.Activation("relu")(X)
+    return X
+
+
+def ResNet50(input_shape=(64, 64, 3), classes=6):
+    """
+    Stage-wise implementation of ResNet50:
+    ZEROPAD -> CONV2D -> BATCHNORM -> RELU -> MAXPOOL -> CONVBLOCK -> IDBLOCK*2 -> CONVBLOCK -> IDBLOCK*3
+    -> CONVBLOCK -> IDBLOCK*5 -> CONVBLOCK -> IDBLOCK*2 -> AVGPOOL -> FLATTEN -> DENSE
+
+    Arguments:
+    input_shape -- shape of the images of the dataset
+    classes -- integer, number of classes
+
+    Returns:
+    model -- a keras.Model
+
+    The blocks are called with training=None, so Keras decides: fit() uses batch statistics and updates
+    the moving averages, predict(), evaluate() and model(x) use the moving averages.
+    """
+    X_input = keras.Input(input_shape, name="image")
+
+    # Stage 1: the "stem" shrinks 64x64 to 15x15 before the expensive stages
+    X = layers.ZeroPadding2D((3, 3))(X_input)
+    X = layers.Conv2D(64, (7, 7), strides=(2, 2), kernel_initializer=glorot_uniform(seed=0))(X)
+    X = layers.BatchNormalization(axis=3)(X)
+    X = layers.Activation("relu")(X)
+    X = layers.MaxPooling2D((3, 3), strides=(2, 2))(X)
+
+    # Stage 2
+    X = convolutional_block(X, f=3, filters=[64, 64, 256], s=1, training=None)
+    X = identity_block(X, 3, [64, 64, 256], training=None)
+    X = identity_block(X, 3, [64, 64, 256], training=None)
+
+    # Stage 3
+    X = convolutional_block(X, f=3, filters=[128, 128, 512], s=2, training=None)
+    for _ in range(3):
+        X = identity_block(X, 3, [128, 128, 512], training=None)
+
+    # Stage 4
+    X = convolutional_block(X, f=3, filters=[256, 256, 1024], s=2, training=None)
+    for _ in range(5):
+        X = identity_block(X, 3, [256, 256, 1024], training=None)
+
+    # Stage 5
+    X = convolutional_block(X, f=3, filters=[512, 512, 2048], s=2, training=None)
+    for _ in range(2):
+        X = identity_block(X, 3, [512, 512, 2048], training=None)
+
+    # Head: average pooling, flatten, and a softmax over the classes
+    X = layers.AveragePooling2D((2, 2))(X)
+    X = layers.Flatten()(X)
+    X = layers.Dense(classes, activation="softmax", kernel_initializer=glorot_uniform(seed=0), name="predictions")(X)
+
+    return keras.Model(inputs=X_input, outputs=X, name="ResNet50")
+
+
+def parameters_per_stage(model, blocks_per_stage=(3, 4, 6, 3)) -> list[tuple[str, tuple, int]]:
+    """Split a ResNet's parameters by stage: ``[(stage name, output shape, parameters), ...]``.
+
+    Stage 1 (the stem) ends with the first max-pooling layer. A residual block ends with the ReLU that
+    follows its Add, and ``blocks_per_stage`` says how many blocks stages 2, 3, ... have (ResNet50:
+    3, 4, 6, 3). Whatever follows the last block is the head.
+    """
+    names = ["stage 1 (stem)"] + [f"stage {i + 2}" for i in range(len(blocks_per_stage))] + ["head"]
+    stage_ends = set(np.cumsum(blocks_per_stage).tolist())
+    params, shapes = [0] * len(names), [None] * len(names)
+    stage, blocks_done, previous = 0, 0, None
+    for layer in model.layers:
+        params[stage] += layer.count_params()
+        shapes[stage] = tuple(layer.output.shape[1:])
+        if stage == 0 and isinstance(layer, layers.MaxPooling2D):
+            stage = 1
+        elif isinstance(previous, layers.Add) and isinstance(layer, layers.Activation):
+            blocks_done += 1
+            stage += blocks_done in stage_ends
+        previous = layer
+    return list(zip(names, shapes, params))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chapter 01's experiment: why depth alone does not help
+# ----------------------------------------------------------------------------------------------------
+def deep_stack(blocks: int, residual: bool, input_shape=(16, 16, 3), width: int = 16, classes: int = 6):
+    """A deep network of ``blocks`` two-layer units, with or without skip connections.
+
+    Each unit is conv3x3 -> BN -> ReLU -> conv3x3 -> BN, then (``residual=True``) the unit's input is
+    added, then a ReLU: the layout of ResNet's basic block. With ``residual=False`` the addition is
+    left out and nothing else changes, weights included (same seeds). ``2 * blocks + 1`` conv layers in
+    all. Returns a ``keras.Model``.
+    """
+    x_in = keras.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", kernel_initializer=glorot_uniform(seed=0))(x_in)
+    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    for i in range(blocks):
+        y = layers.Conv2D(width, 3, padding="same", kernel_initializer=glorot_uniform(seed=2 * i + 1))(x)
+        y = layers.Activation("relu")(layers.BatchNormalization()(y))
+        y = layers.Conv2D(width, 3, padding="same", kernel_initializer=glorot_uniform(seed=2 * i + 2))(y)
+        y = layers.BatchNormalization()(y)
+        if residual:
+            y = layers.Add()([x, y])
+        x = layers.Activation("relu")(y)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(classes, activation="softmax", kernel_initializer=glorot_uniform(seed=0))(x)
+    return keras.Model(x_in, out, name=("residual" if residual else "plain") + f"_{2 * blocks + 1}_layers")
+
+
+def kernel_gradient_norms(model, x, y) -> np.ndarray:
+    """L2 norm of the loss gradient for each Conv2D kernel of ``model``, first layer first."""
+    kernels = [layer.kernel for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    return np.array([float(tf.norm(g)) for g in tape.gradient(loss, kernels)])

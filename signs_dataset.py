@@ -1,0 +1,329 @@
+"""Build the SIGNS-format hand-sign dataset from the open Sign Language Digits Dataset.
+
+The course this repository follows trains on ``train_signs.h5`` / ``test_signs.h5`` ("SIGNS"), which are
+not openly licensed. This module builds files with the same schema from the Sign Language Digits Dataset
+(Apache-2.0, https://github.com/ardamavi/Sign-Language-Digits-Dataset, pinned to one commit):
+
+* digits 0-5 only; per class, 180 training and 20 test images chosen with a fixed seed;
+* every image verified against ``datasets/signs_manifest.sha256`` before it is used;
+* 100x100 photos resized to 64x64 with an antialiasing filter (``prepare_image``), the same function
+  that prepares "your own" photos later, so training and inference see images made the same way;
+* both files written to temporary names and renamed at the end, so a failed or interrupted build never
+  leaves a half-written file behind.
+
+Where the source archive comes from, first match wins:
+
+1. ``$SIGNS_SOURCE``: a path to the archive (.zip) or an http(s) URL to download it from;
+2. an archive already in ``datasets/`` (``Sign-Language-Digits-Dataset-*.zip``);
+3. a download of the pinned archive with ``keras.utils.get_file`` into the Keras cache.
+
+Command line (``make data`` runs the first form)::
+
+    python -m signs_dataset                 # build datasets/*.h5 unless they are already there
+    python -m signs_dataset --force         # rebuild them
+    python -m signs_dataset manifest ZIP    # maintainers: regenerate the manifest from an archive
+
+This module does not import TensorFlow (only the download path does), so building data stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import re
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PINNED_COMMIT = "4b09433ef9d5c60602e8805bb54b8aa2428527f8"
+ARCHIVE_NAME = f"Sign-Language-Digits-Dataset-{PINNED_COMMIT}.zip"
+ARCHIVE_URL = f"https://github.com/ardamavi/Sign-Language-Digits-Dataset/archive/{PINNED_COMMIT}.zip"
+SOURCE_ENV = "SIGNS_SOURCE"
+
+DATA_DIR = Path(__file__).resolve().parent / "datasets"
+MANIFEST_PATH = DATA_DIR / "signs_manifest.sha256"
+TRAIN_FILE = "train_signs.h5"
+TEST_FILE = "test_signs.h5"
+
+CLASSES = (0, 1, 2, 3, 4, 5)
+TRAIN_PER_CLASS = 180
+TEST_PER_CLASS = 20
+SPLIT_SEED = 0
+IMAGE_SIZE = 64
+
+# Photos larger than this are refused before decoding (Pillow's decompression-bomb guard warns at a
+# similar size; we make it an error so a tiny file cannot expand into gigabytes of pixels).
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class DatasetError(RuntimeError):
+    """The dataset or its source is missing, corrupt or not what we expect. The message says what to do."""
+
+
+class ImageError(ValueError):
+    """A file given as an image cannot be used as one. The message says why."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------
+def prepare_image(source, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Turn a photo into a ``(size, size, 3)`` uint8 array, exactly as the dataset images were made.
+
+    ``source`` is a path, a binary file object, raw ``bytes`` or a ``PIL.Image``. The photo is rotated
+    as its EXIF orientation says, converted to RGB (greyscale, palette and RGBA images included; a
+    transparent background becomes white), centre-cropped to a square and resized with Lanczos
+    filtering, which antialiases when it shrinks. Raises ``ImageError`` for anything that is not a
+    readable image.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        name = str(source) if isinstance(source, (str, Path)) else "the uploaded file"
+        if isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise ImageError("The image file is empty.")
+            source = io.BytesIO(source)
+        try:
+            image = Image.open(source)
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise ImageError(
+                    f"{name} is {image.width}x{image.height} pixels, more than the "
+                    f"{MAX_IMAGE_PIXELS:,} allowed; resize it before classifying it."
+                )
+            image.load()
+        except ImageError:
+            raise
+        except FileNotFoundError:
+            raise ImageError(f"{name} does not exist.") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name} is not an image Pillow can read (JPEG, PNG, ...).") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"{name} could not be decoded, it may be truncated or corrupt: {exc}") from None
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("RGB")
+    image = ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The source archive
+# ----------------------------------------------------------------------------------------------------
+def read_manifest(path: Path = MANIFEST_PATH) -> dict[str, str]:
+    """Return ``{relative path: sha256}`` from a ``sha256sum``-style manifest."""
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name = line.split(maxsplit=1)
+            entries[name.strip()] = digest
+    return entries
+
+
+def find_source(download: bool = True) -> Path:
+    """Locate the source archive (see the module docstring for the order); download it if allowed."""
+    configured = os.environ.get(SOURCE_ENV, "").strip()
+    if configured:
+        if re.match(r"https?://", configured):
+            return _download(configured)
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise DatasetError(
+                f"{SOURCE_ENV} points at {path}, which is not a file. Set it to the path of "
+                f"{ARCHIVE_NAME} (or an http(s) URL to download it from), or unset it."
+            )
+        return path
+    local = sorted(DATA_DIR.glob("Sign-Language-Digits-Dataset-*.zip"))
+    if local:
+        return local[0]
+    if not download:
+        raise DatasetError(
+            f"No source archive found. Set {SOURCE_ENV}=/path/to/{ARCHIVE_NAME}, or put the archive "
+            f"in {DATA_DIR}/ (download it from {ARCHIVE_URL})."
+        )
+    return _download(ARCHIVE_URL)
+
+
+def _download(url: str) -> Path:
+    # Keras' downloader caches in ~/.keras/datasets, so a second build does not download again.
+    from resnets_utils import keras  # imports TensorFlow quietly; only needed on this path
+
+    try:
+        return Path(keras.utils.get_file(fname=ARCHIVE_NAME, origin=url, cache_subdir="datasets"))
+    except Exception as exc:  # noqa: BLE001 - any network or HTTP failure gets the same advice
+        raise DatasetError(
+            f"Could not download the dataset from {url} ({exc}). Download {ARCHIVE_NAME} by hand and set "
+            f"{SOURCE_ENV}=/path/to/it, or put it in {DATA_DIR}/."
+        ) from None
+
+
+def read_verified_images(archive: Path, manifest: dict[str, str]) -> dict[str, bytes]:
+    """Read every manifest file from ``archive`` and check its SHA-256; return ``{name: bytes}``.
+
+    GitHub regenerates archives on request, so two downloads need not be byte-identical; the images
+    inside must be. Any missing, unreadable or altered image stops the build with a message naming it.
+    """
+    advice = (
+        f"Delete {archive} and build again to download a fresh copy, or set {SOURCE_ENV} to a good copy "
+        f"of {ARCHIVE_NAME}."
+    )
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = {_strip_top_folder(n): n for n in zf.namelist() if not n.endswith("/")}
+            images = {}
+            for name, expected in manifest.items():
+                if name not in members:
+                    raise DatasetError(
+                        f"{archive} lacks {name}: it is incomplete or not the pinned commit {PINNED_COMMIT}. {advice}"
+                    )
+                data = zf.read(members[name])
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != expected:
+                    raise DatasetError(
+                        f"{name} in {archive} does not match the manifest (sha256 {actual[:12]}..., expected "
+                        f"{expected[:12]}...): the file was altered or damaged. {advice}"
+                    )
+                images[name] = data
+            return images
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{archive} is not a readable zip archive ({exc}); it may be truncated. {advice}") from None
+    except OSError as exc:
+        raise DatasetError(f"Could not read {archive}: {exc}. {advice}") from None
+
+
+def _strip_top_folder(member: str) -> str:
+    """``Sign-Language-Digits-Dataset-<sha>/Dataset/0/a.JPG`` -> ``Dataset/0/a.JPG``."""
+    return member.split("/", 1)[1] if "/" in member else member
+
+
+# ----------------------------------------------------------------------------------------------------
+# The split and the build
+# ----------------------------------------------------------------------------------------------------
+def split_names(names, seed: int = SPLIT_SEED) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Choose ``TRAIN_PER_CLASS`` + ``TEST_PER_CLASS`` images of each digit in ``CLASSES``.
+
+    Per class, the file names are sorted, shuffled with a generator seeded by ``seed`` and cut: the
+    first 20 go to the test set, the next 180 to the training set, the rest are not used. Each set is
+    then shuffled so classes are interleaved, as in the course's files. Returns two lists of
+    ``(name, label)``.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in CLASSES:
+        in_class = sorted(n for n in names if n.startswith(f"Dataset/{label}/"))
+        needed = TRAIN_PER_CLASS + TEST_PER_CLASS
+        if len(in_class) < needed:
+            raise DatasetError(f"Digit {label} has {len(in_class)} images in the manifest; {needed} are needed.")
+        chosen = [in_class[i] for i in rng.permutation(len(in_class))[:needed]]
+        test += [(n, label) for n in chosen[:TEST_PER_CLASS]]
+        train += [(n, label) for n in chosen[TEST_PER_CLASS:]]
+    train = [train[i] for i in rng.permutation(len(train))]
+    test = [test[i] for i in rng.permutation(len(test))]
+    return train, test
+
+
+def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path: Path = MANIFEST_PATH) -> tuple[Path, Path]:
+    """Build ``train_signs.h5`` and ``test_signs.h5`` in ``output_dir``; return their paths.
+
+    Both files are written under temporary names and renamed only once both are complete; on any
+    error (or Ctrl-C) the temporary files are removed and existing files are left as they were.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    source = Path(source) if source is not None else find_source()
+    manifest = read_manifest(manifest_path)
+    images = read_verified_images(source, manifest)
+    train, test = split_names(manifest)
+
+    targets = {TRAIN_FILE: ("train", train), TEST_FILE: ("test", test)}
+    temporary = {name: output_dir / f".{name}.partial-{os.getpid()}" for name in targets}
+    try:
+        for name, (prefix, items) in targets.items():
+            x = np.stack([prepare_image(images[n]) for n, _ in items])
+            y = np.array([label for _, label in items], dtype=np.int64)
+            _write_h5(temporary[name], prefix, x, y, source)
+        for name in targets:
+            os.replace(temporary[name], output_dir / name)
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+    return output_dir / TRAIN_FILE, output_dir / TEST_FILE
+
+
+def _write_h5(path: Path, prefix: str, x: np.ndarray, y: np.ndarray, source: Path) -> None:
+    with h5py.File(path, "w") as f:
+        f.create_dataset(f"{prefix}_set_x", data=x)
+        f.create_dataset(f"{prefix}_set_y", data=y)
+        f.create_dataset("list_classes", data=np.array(CLASSES, dtype=np.int64))
+        f.attrs["source"] = f"Sign Language Digits Dataset, commit {PINNED_COMMIT} ({source.name})"
+        f.attrs["license"] = "Apache-2.0"
+        f.attrs["split_seed"] = SPLIT_SEED
+        f.attrs["builder"] = "signs_dataset.py"
+    with open(path, "rb") as f:  # make sure the bytes are on disk before the rename publishes the file
+        os.fsync(f.fileno())
+
+
+def ensure_built(data_dir: Path = DATA_DIR) -> tuple[Path, Path]:
+    """Return the two h5 paths in ``data_dir``, building them first if either is missing."""
+    train_path, test_path = Path(data_dir) / TRAIN_FILE, Path(data_dir) / TEST_FILE
+    if train_path.is_file() and test_path.is_file():
+        return train_path, test_path
+    return build(data_dir)
+
+
+def make_manifest(archive: Path) -> str:
+    """Return manifest text (``sha256  Dataset/<digit>/<file>``) for every image in ``archive``."""
+    lines = [
+        f"# SHA-256 of every image in {ARCHIVE_NAME}, paths relative to its top folder.",
+        "# Generated by `python -m signs_dataset manifest ARCHIVE`; the build refuses images that differ.",
+    ]
+    with zipfile.ZipFile(archive) as zf:
+        for member in sorted(zf.namelist()):
+            name = _strip_top_folder(member)
+            if re.fullmatch(r"Dataset/\d/[^/]+\.JPG", name):
+                lines.append(f"{hashlib.sha256(zf.read(member)).hexdigest()}  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m signs_dataset", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", default="build", choices=["build", "manifest"])
+    parser.add_argument("archive", nargs="?", help="with 'manifest': the archive to describe")
+    parser.add_argument("--output-dir", type=Path, default=DATA_DIR, help="where to write the h5 files")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the files exist")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "manifest":
+            if not args.archive:
+                parser.error("manifest needs the path of an archive")
+            sys.stdout.write(make_manifest(Path(args.archive)))
+            return 0
+        train_path, test_path = args.output_dir / TRAIN_FILE, args.output_dir / TEST_FILE
+        if not args.force and train_path.is_file() and test_path.is_file():
+            print(f"Dataset ready: {train_path} and {test_path} (use --force to rebuild).")
+            return 0
+        start = time.perf_counter()
+        source = find_source()
+        build(args.output_dir, source)
+        print(
+            f"Built {train_path} ({len(CLASSES) * TRAIN_PER_CLASS} images) and {test_path} "
+            f"({len(CLASSES) * TEST_PER_CLASS} images) from {source} in {time.perf_counter() - start:.1f} s."
+        )
+        return 0
+    except (DatasetError, zipfile.BadZipFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

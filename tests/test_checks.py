@@ -1,0 +1,150 @@
+"""The exercise checks pass the reference code and catch each deliberately broken block with the right message.
+
+Broken blocks are made the way a student makes them: by editing the reference source. Each case is
+(the text to change, what to change it to, a fragment the check's message must contain).
+"""
+
+import inspect
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+import resnets_checks as rc
+import resnets_utils as ru
+
+
+def variant(function, old: str, new: str, count: int = 1):
+    """Return ``function`` rebuilt from its source with ``old`` replaced by ``new`` (``count`` times, -1 for all)."""
+    source = textwrap.dedent(inspect.getsource(function))
+    assert old in source, f"{old!r} is not in {function.__name__}'s source"
+    namespace = dict(vars(ru))
+    exec(source.replace(old, new, count), namespace)  # noqa: S102 - test-only, our own source
+    return namespace[function.__name__]
+
+
+def test_reference_implementations_pass(capsys):
+    rc.check_identity_block(ru.identity_block)
+    rc.check_convolutional_block(ru.convolutional_block)
+    rc.check_resnet50(ru.ResNet50)
+    out = capsys.readouterr().out
+    assert out.count("✅") == 3
+    assert "23,600,006 parameters (23,546,886 trainable, 53,120 non-trainable)" in out
+
+
+IDENTITY_BREAKS = {
+    "missing final ReLU": (
+        'X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)',
+        "X = layers.Add()([X, X_shortcut])",
+        "missing final ReLU",
+    ),
+    "ReLU before the add": (
+        'X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)',
+        'X = layers.Activation("relu")(X)\n    X = layers.Add()([X, X_shortcut])',
+        "the ReLU comes before the Add",
+    ),
+    "padding of the middle conv": ('kernel_size=f, strides=(1, 1), padding="same"', 'kernel_size=f, strides=(1, 1), padding="valid"', "wrong padding"),
+    "stride of the first conv": ("filters=F1, kernel_size=1, strides=(1, 1)", "filters=F1, kernel_size=1, strides=(2, 2)", "wrong stride"),
+    "BN without training": ("(X, training=training)", "(X)", "was called without `training=`"),
+    "BN always training": ("(X, training=training)", "(X, training=True)", "training=True although the block was called with training=False"),
+    "initializer ignored": ("kernel_initializer=initializer(seed=0)", "kernel_initializer='glorot_uniform'", "ignores the `initializer` argument"),
+    "window not f": ("kernel_size=f,", "kernel_size=3,", "wrong window"),
+    "filters swapped": ("filters=F1,", "filters=F2,", "wrong number of filters"),
+    "BN on the wrong axis": ("BatchNormalization(axis=3)", "BatchNormalization(axis=1)", "normalize the channels axis, axis=3"),
+    "no skip connection": ("X = layers.Add()([X, X_shortcut])", "pass", "the shortcut is never added back"),
+    "returns nothing": ("return X", "return None", "returned None"),
+    "not implemented": ("F1, F2, F3 = filters", "raise NotImplementedError()", "not implemented yet"),
+}
+
+
+@pytest.mark.parametrize("name", IDENTITY_BREAKS)
+def test_broken_identity_block_is_caught(name):
+    old, new, message = IDENTITY_BREAKS[name]
+    count = -1 if name in {"BN without training", "BN always training", "initializer ignored"} else 1
+    broken = variant(ru.identity_block, old, new, count)
+    with pytest.raises(rc.CheckFailed, match=None) as excinfo:
+        rc.check_identity_block(broken)
+    assert message in str(excinfo.value), str(excinfo.value)
+
+
+CONV_BREAKS = {
+    "shortcut missing its BN": ("X_shortcut = layers.BatchNormalization(axis=3)(X_shortcut, training=training)", "pass", "shortcut is missing its BatchNormalization"),
+    "shortcut without conv": (
+        "X_shortcut = layers.Conv2D(filters=F3, kernel_size=1, strides=(s, s), padding=\"valid\", kernel_initializer=initializer(seed=0))(X_shortcut)\n"
+        "    X_shortcut = layers.BatchNormalization(axis=3)(X_shortcut, training=training)",
+        "pass",
+        "the shortcut has no Conv2D",
+    ),
+    "stride missing on the main path": ("filters=F1, kernel_size=1, strides=(s, s)", "filters=F1, kernel_size=1, strides=(1, 1)", "wrong stride: the 1st Conv2D of the main path"),
+    "stride missing on the shortcut": ("filters=F3, kernel_size=1, strides=(s, s)", "filters=F3, kernel_size=1, strides=(1, 1)", "wrong stride: the 1st Conv2D of the shortcut"),
+    "padding of the first conv": ('strides=(s, s), padding="valid", kernel_initializer=initializer(seed=0))(X)\n', 'strides=(s, s), padding="same", kernel_initializer=initializer(seed=0))(X)\n', "wrong padding"),
+    "ReLU before the add": (
+        'X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)',
+        'X = layers.Activation("relu")(X)\n    X = layers.Add()([X, X_shortcut])',
+        "the ReLU comes before the Add",
+    ),
+    "missing final ReLU": ('X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)', "X = layers.Add()([X, X_shortcut])", "missing final ReLU"),
+    "BN without training": ("(X, training=training)", "(X)", "was called without `training=`"),
+}
+
+
+@pytest.mark.parametrize("name", CONV_BREAKS)
+def test_broken_convolutional_block_is_caught(name):
+    old, new, message = CONV_BREAKS[name]
+    broken = variant(ru.convolutional_block, old, new, -1 if name == "BN without training" else 1)
+    with pytest.raises(rc.CheckFailed) as excinfo:
+        rc.check_convolutional_block(broken)
+    assert message in str(excinfo.value), str(excinfo.value)
+
+
+def test_values_are_checked_not_only_structure():
+    # Same layers, but batch normalization with another epsilon: only the values can tell.
+    broken = variant(ru.identity_block, "BatchNormalization(axis=3)", "BatchNormalization(axis=3, epsilon=0.5)", -1)
+    with pytest.raises(rc.CheckFailed, match="values differ from the reference"):
+        rc.check_identity_block(broken)
+
+
+def test_reference_cases_match_the_stored_inputs():
+    stored = json.loads(rc.BLOCKS_REFERENCE.read_text())
+    for kind, cases in rc.BLOCK_CASES.items():
+        assert [entry["case"] for entry in stored[kind]] == cases
+
+
+@pytest.mark.parametrize("kind", ["identity_block", "convolutional_block"])
+def test_stored_block_references_match_the_module(kind):
+    """The stored outputs are what resnets_utils computes now; regenerate them if the module changes on purpose."""
+    stored = json.loads(rc.BLOCKS_REFERENCE.read_text())[kind]
+    for entry in stored:
+        output = rc._call_block(kind, getattr(ru, kind), entry["case"], rc._block_input())
+        np.testing.assert_allclose(output, np.array(entry["output"]), rtol=1e-4, atol=1e-4)
+
+
+def test_blocks_called_eagerly_on_numpy_return_tensors():
+    X = rc._block_input()
+    for block, kwargs, shape in ((ru.identity_block, {"f": 2, "filters": [4, 4, 3]}, (3, 4, 4, 3)), (ru.convolutional_block, {"f": 2, "filters": [2, 4, 6], "s": 2}, (3, 2, 2, 6))):
+        output = block(X, **kwargs)
+        assert ru.keras.ops.is_tensor(output)
+        assert tuple(output.shape) == shape
+
+
+def test_resnet50_layer_comparator_names_the_first_mismatch():
+    four_identity_blocks = variant(ru.ResNet50, "for _ in range(5):", "for _ in range(4):")
+    with pytest.raises(rc.CheckFailed, match=r"Layer 132 differs from the reference(.|\n)*expected: \['Conv2D', \[None, 4, 4, 256\]"):
+        rc.check_resnet50(four_identity_blocks)
+    no_softmax = variant(ru.ResNet50, 'layers.Dense(classes, activation="softmax"', "layers.Dense(classes")
+    with pytest.raises(rc.CheckFailed, match=r"Layer 176 differs(.|\n)*'softmax'(.|\n)*'linear'"):
+        rc.check_resnet50(no_softmax)
+
+
+def test_layer_summary_rows_have_the_promised_fields():
+    rows = rc.layer_summary(ru.ResNet50())
+    conv = next(r for r in rows if r[0] == "Conv2D")
+    assert conv == ["Conv2D", [None, 32, 32, 64], 9472, "valid", "linear", "GlorotUniform", [2, 2]]
+    pool = next(r for r in rows if r[0] == "MaxPooling2D")
+    assert pool[3:] == [[3, 3], [2, 2], "valid"]
+    assert rows[-1] == ["Dense", [None, 6], 12294, "softmax"]
+
+
+def test_stored_resnet50_reference_matches_the_module():
+    assert json.loads(json.dumps(rc.layer_summary(ru.ResNet50()))) == json.loads(rc.RESNET50_REFERENCE.read_text())

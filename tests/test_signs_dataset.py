@@ -1,0 +1,201 @@
+"""The SIGNS-format data pipeline: schema, split, integrity checks, atomic builds, course-style loading."""
+
+import hashlib
+import shutil
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+import resnets_utils as ru
+import signs_dataset as sd
+
+
+def test_schema_shapes_and_dtypes(built_dataset):
+    with h5py.File(built_dataset / sd.TRAIN_FILE) as train, h5py.File(built_dataset / sd.TEST_FILE) as test:
+        assert set(train) == {"train_set_x", "train_set_y", "list_classes"}
+        assert set(test) == {"test_set_x", "test_set_y", "list_classes"}
+        assert train["train_set_x"].shape == (1080, 64, 64, 3) and train["train_set_x"].dtype == np.uint8
+        assert train["train_set_y"].shape == (1080,) and train["train_set_y"].dtype == np.int64
+        assert test["test_set_x"].shape == (120, 64, 64, 3) and test["test_set_x"].dtype == np.uint8
+        assert test["test_set_y"].shape == (120,) and test["test_set_y"].dtype == np.int64
+        np.testing.assert_array_equal(test["list_classes"][:], [0, 1, 2, 3, 4, 5])
+
+
+def test_class_balance(built_dataset):
+    _, y_train, _, y_test, _ = ru.load_dataset(built_dataset)
+    np.testing.assert_array_equal(np.bincount(y_train.ravel()), [180] * 6)
+    np.testing.assert_array_equal(np.bincount(y_test.ravel()), [20] * 6)
+
+
+def test_images_are_real_photos_not_blank(built_dataset):
+    x_train, *_ = ru.load_dataset(built_dataset)
+    assert 60 < x_train.mean() < 200
+    assert x_train.std(axis=(1, 2, 3)).min() > 10  # every image has contrast
+
+
+def test_train_and_test_share_no_source_image(source_archive):
+    train, test = sd.split_names(sd.read_manifest())
+    assert not {n for n, _ in train} & {n for n, _ in test}
+    assert all(name.startswith(f"Dataset/{label}/") for name, label in train + test)
+
+
+def test_split_is_identical_across_builds(built_dataset, tmp_path, source_archive):
+    sd.build(tmp_path, source_archive)
+    for name in (sd.TRAIN_FILE, sd.TEST_FILE):
+        with h5py.File(built_dataset / name) as a, h5py.File(tmp_path / name) as b:
+            for key in a:
+                np.testing.assert_array_equal(a[key][:], b[key][:])
+
+
+def test_split_depends_on_the_seed():
+    assert sd.split_names(sd.read_manifest(), seed=0) != sd.split_names(sd.read_manifest(), seed=1)
+
+
+def test_course_style_label_shapes_and_one_hot(built_dataset):
+    x_train, y_train, x_test, y_test, classes = ru.load_dataset(built_dataset)
+    assert y_train.shape == (1, 1080) and y_test.shape == (1, 120)
+    one_hot = ru.convert_to_one_hot(y_train, 6)
+    assert one_hot.shape == (1080, 6)
+    np.testing.assert_array_equal(one_hot.argmax(axis=1), y_train.ravel())
+    np.testing.assert_array_equal(one_hot.sum(axis=1), 1)
+    with pytest.raises(ValueError, match="Labels must lie in 0..5"):
+        ru.convert_to_one_hot(np.array([[0, 6]]), 6)
+
+
+def _rewrite_member(source, target, member_suffix, transform):
+    """Copy zip ``source`` to ``target``, passing the member ending in ``member_suffix`` through ``transform``."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith(member_suffix):
+                data = transform(data)
+                if data is None:
+                    continue
+            zout.writestr(info, data)
+
+
+def test_tampered_image_is_rejected_by_name(tmp_path, source_archive):
+    victim = "Dataset/3/IMG_1131.JPG"
+    assert victim in sd.read_manifest()
+    tampered = tmp_path / "tampered.zip"
+    _rewrite_member(source_archive, tampered, victim, lambda data: data[:-10] + bytes(10))
+    with pytest.raises(sd.DatasetError, match=rf"{victim} in .*tampered.zip does not match the manifest"):
+        sd.build(tmp_path / "out", tampered)
+    assert not (tmp_path / "out" / sd.TRAIN_FILE).exists()
+
+
+def test_missing_image_is_named(tmp_path, source_archive):
+    incomplete = tmp_path / "incomplete.zip"
+    _rewrite_member(source_archive, incomplete, "Dataset/0/IMG_1118.JPG", lambda data: None)
+    with pytest.raises(sd.DatasetError, match="lacks Dataset/0/IMG_1118.JPG"):
+        sd.build(tmp_path / "out", incomplete)
+
+
+def test_truncated_archive_gets_a_clear_error(tmp_path, source_archive):
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(source_archive.read_bytes()[: 5_000_000])
+    with pytest.raises(sd.DatasetError, match="truncated.zip is not a readable zip archive"):
+        sd.build(tmp_path / "out", truncated)
+
+
+def test_missing_source_gives_the_documented_message(tmp_path, monkeypatch):
+    monkeypatch.setenv(sd.SOURCE_ENV, str(tmp_path / "nowhere.zip"))
+    with pytest.raises(sd.DatasetError, match=r"SIGNS_SOURCE points at .*nowhere.zip, which is not a file"):
+        sd.find_source()
+    monkeypatch.delenv(sd.SOURCE_ENV)
+    monkeypatch.setattr(sd, "DATA_DIR", tmp_path)
+    with pytest.raises(sd.DatasetError, match="No source archive found. Set SIGNS_SOURCE="):
+        sd.find_source(download=False)
+
+
+def test_command_line_reports_errors_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(sd.SOURCE_ENV, str(tmp_path / "nowhere.zip"))
+    assert sd.main(["--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: SIGNS_SOURCE points at") and "Traceback" not in err
+
+
+def test_interrupted_build_leaves_nothing_loadable(tmp_path, source_archive, monkeypatch):
+    calls = {"n": 0}
+    real_prepare = sd.prepare_image
+
+    def interrupt_midway(data, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 700:
+            raise KeyboardInterrupt
+        return real_prepare(data, *args, **kwargs)
+
+    monkeypatch.setattr(sd, "prepare_image", interrupt_midway)
+    with pytest.raises(KeyboardInterrupt):
+        sd.build(tmp_path, source_archive)
+    assert list(tmp_path.iterdir()) == []  # no h5 file, and no temporary file left behind
+
+
+def test_interrupted_rebuild_keeps_the_previous_files(built_dataset, tmp_path, source_archive, monkeypatch):
+    for name in (sd.TRAIN_FILE, sd.TEST_FILE):
+        shutil.copy(built_dataset / name, tmp_path / name)
+    before = hashlib.sha256((tmp_path / sd.TRAIN_FILE).read_bytes()).hexdigest()
+    monkeypatch.setattr(sd, "_write_h5", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        sd.build(tmp_path, source_archive)
+    assert hashlib.sha256((tmp_path / sd.TRAIN_FILE).read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sd.TEST_FILE, sd.TRAIN_FILE]
+
+
+def test_corrupt_h5_gets_a_clear_error(built_dataset, tmp_path):
+    shutil.copy(built_dataset / sd.TEST_FILE, tmp_path / sd.TEST_FILE)
+    (tmp_path / sd.TRAIN_FILE).write_bytes((built_dataset / sd.TRAIN_FILE).read_bytes()[:4096])
+    with pytest.raises(sd.DatasetError, match=r"train_signs.h5 cannot be read .* Delete .* and run `make data`"):
+        ru.load_dataset(tmp_path)
+
+
+def test_course_files_drop_in(tmp_path):
+    """Files with only the course's keys (no attributes of ours) load the same way."""
+    rng = np.random.default_rng(0)
+    for prefix, m in (("train", 12), ("test", 6)):
+        with h5py.File(tmp_path / f"{prefix}_signs.h5", "w") as f:
+            f["list_classes"] = np.arange(6)
+            f[f"{prefix}_set_x"] = rng.integers(0, 256, (m, 64, 64, 3), dtype=np.uint8)
+            f[f"{prefix}_set_y"] = np.arange(m) % 6
+    x_train, y_train, x_test, y_test, classes = ru.load_dataset(tmp_path)
+    assert x_train.shape == (12, 64, 64, 3) and y_train.shape == (1, 12) and y_test.shape == (1, 6)
+
+
+def test_prepare_image_handles_phone_style_photos(tmp_path):
+    # A 4:3 RGBA photo stored sideways (EXIF orientation 6 = rotate 90 degrees clockwise to view).
+    photo = Image.new("RGBA", (400, 300), (255, 0, 0, 255))
+    photo.paste((0, 0, 255, 255), (0, 0, 200, 300))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.png"
+    photo.save(path, exif=exif)
+    array = sd.prepare_image(path)
+    assert array.shape == (64, 64, 3) and array.dtype == np.uint8
+    # After rotating, the blue half is on top.
+    assert array[5, 32, 2] > 200 and array[58, 32, 0] > 200
+    assert sd.prepare_image(Image.new("L", (10, 10), 128)).shape == (64, 64, 3)
+    assert sd.prepare_image(Image.new("P", (10, 10))).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [(b"", "empty"), (b"not an image at all", "not an image Pillow can read")],
+)
+def test_prepare_image_rejects_non_images(payload, message):
+    with pytest.raises(sd.ImageError, match=message):
+        sd.prepare_image(payload)
+
+
+def test_prepare_image_rejects_truncated_and_huge_images(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (300, 300), (10, 200, 30)).save(path)
+    with pytest.raises(sd.ImageError, match="could not be decoded"):
+        sd.prepare_image(path.read_bytes()[: path.stat().st_size // 2])
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (8000, 8000)).save(bomb)  # a few kB on disk, 64 million pixels decoded
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(sd.ImageError, match="more than the 40,000,000 allowed"):
+        sd.prepare_image(bomb)
