@@ -24,9 +24,9 @@ $(INSTALLED): requirements.txt pyproject.toml
 data: setup
 	$(BIN)/python -m signs_dataset
 
-## lab: set up, prepare the data and open JupyterLab on the notebooks
+## lab: set up, prepare the data and open JupyterLab on the notebooks (as root, common in containers, with --allow-root)
 lab: data
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## test: set up, prepare the data, then the unit tests and every notebook under nbval
 test: data

@@ -217,17 +217,20 @@ def identity_block(X, f, filters, training=True, initializer=random_uniform):
     X_shortcut = X
 
     # First component of the main path: 1x1 convolution that reduces the channels
-    X = layers.Conv2D(filters=F1, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.Conv2D(filters=F1, kernel_size=1, strides=(1, 1), padding="valid",
+                      kernel_initializer=initializer(seed=0))(X)
     X = layers.BatchNormalization(axis=3)(X, training=training)
     X = layers.Activation("relu")(X)
 
     # Second component: f x f convolution, 'same' padding keeps the height and width
-    X = layers.Conv2D(filters=F2, kernel_size=f, strides=(1, 1), padding="same", kernel_initializer=initializer(seed=0))(X)
+    X = layers.Conv2D(filters=F2, kernel_size=f, strides=(1, 1), padding="same",
+                      kernel_initializer=initializer(seed=0))(X)
     X = layers.BatchNormalization(axis=3)(X, training=training)
     X = layers.Activation("relu")(X)
 
     # Third component: 1x1 convolution that restores the channels; no ReLU before the addition
-    X = layers.Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid",
+                      kernel_initializer=initializer(seed=0))(X)
     X = layers.BatchNormalization(axis=3)(X, training=training)
 
     # Final step: add the shortcut to the main path, then apply the ReLU
@@ -257,21 +260,25 @@ def convolutional_block(X, f, filters, s=2, training=True, initializer=glorot_un
     X_shortcut = X
 
     # Main path, first component: 1x1 convolution with stride s shrinks height and width
-    X = layers.Conv2D(filters=F1, kernel_size=1, strides=(s, s), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.Conv2D(filters=F1, kernel_size=1, strides=(s, s), padding="valid",
+                      kernel_initializer=initializer(seed=0))(X)
     X = layers.BatchNormalization(axis=3)(X, training=training)
     X = layers.Activation("relu")(X)
 
     # Second component: f x f convolution with 'same' padding
-    X = layers.Conv2D(filters=F2, kernel_size=f, strides=(1, 1), padding="same", kernel_initializer=initializer(seed=0))(X)
+    X = layers.Conv2D(filters=F2, kernel_size=f, strides=(1, 1), padding="same",
+                      kernel_initializer=initializer(seed=0))(X)
     X = layers.BatchNormalization(axis=3)(X, training=training)
     X = layers.Activation("relu")(X)
 
     # Third component: 1x1 convolution to F3 channels; no ReLU before the addition
-    X = layers.Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid", kernel_initializer=initializer(seed=0))(X)
+    X = layers.Conv2D(filters=F3, kernel_size=1, strides=(1, 1), padding="valid",
+                      kernel_initializer=initializer(seed=0))(X)
     X = layers.BatchNormalization(axis=3)(X, training=training)
 
     # Shortcut path: 1x1 convolution with stride s, then batch normalization, so the shapes match
-    X_shortcut = layers.Conv2D(filters=F3, kernel_size=1, strides=(s, s), padding="valid", kernel_initializer=initializer(seed=0))(X_shortcut)
+    X_shortcut = layers.Conv2D(filters=F3, kernel_size=1, strides=(s, s), padding="valid",
+                               kernel_initializer=initializer(seed=0))(X_shortcut)
     X_shortcut = layers.BatchNormalization(axis=3)(X_shortcut, training=training)
 
     # Final step: add the shortcut to the main path, then apply the ReLU
@@ -328,7 +335,8 @@ def ResNet50(input_shape=(64, 64, 3), classes=6):
     # Head: average pooling, flatten, and a softmax over the classes
     X = layers.AveragePooling2D((2, 2))(X)
     X = layers.Flatten()(X)
-    X = layers.Dense(classes, activation="softmax", kernel_initializer=glorot_uniform(seed=0), name="predictions")(X)
+    X = layers.Dense(classes, activation="softmax", kernel_initializer=glorot_uniform(seed=0),
+                     name="predictions")(X)
 
     return keras.Model(inputs=X_input, outputs=X, name="ResNet50")
 

@@ -1,0 +1,85 @@
+"""resnets_utils' promises that the chapters rely on."""
+
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+
+import resnets_utils as ru
+import signs_dataset as sd
+
+matplotlib.use("Agg")
+
+
+def test_import_prints_nothing():
+    """Importing the module (and so TensorFlow) must not write a single byte: no C++ log lines in notebooks."""
+    result = subprocess.run([sys.executable, "-c", "import resnets_utils"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_training_prints_nothing_either():
+    """TF 2.21 logs C++ 'errors' from tf.data during fit; they must stay out of notebook outputs too."""
+    code = (
+        "import resnets_utils as ru, numpy as np\n"
+        "m = ru.deep_stack(1, True)\n"
+        "m.compile('adam', 'sparse_categorical_crossentropy')\n"
+        "m.fit(np.zeros((8, 16, 16, 3)), np.zeros(8), epochs=1, verbose=0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_plot_model_says_what_to_install_without_graphviz(monkeypatch, tmp_path):
+    monkeypatch.setattr(ru.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"needs Graphviz's `dot`.*apt-get install graphviz"):
+        ru.plot_model(ru.deep_stack(1, True), tmp_path / "model.png")
+
+
+def test_plot_model_draws_a_block(tmp_path):
+    if ru.shutil.which("dot") is None:
+        pytest.fail("Graphviz's `dot` is not installed; .ci/run installs it (apt-get install graphviz)")
+    x = ru.keras.Input((8, 8, 4))
+    ru.plot_model(ru.keras.Model(x, ru.identity_block(x, 3, [2, 2, 4])), tmp_path / "block.png")
+    assert (tmp_path / "block.png").stat().st_size > 1000
+
+
+def test_failed_download_gets_a_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(ru.keras.utils, "get_file", offline)
+    monkeypatch.setenv(sd.SOURCE_ENV, "https://example.invalid/archive.zip")
+    with pytest.raises(sd.DatasetError, match=r"Could not download .* \(network unreachable\)\. Download .* by hand and set SIGNS_SOURCE"):
+        sd.find_source()
+
+
+def test_one_hot_accepts_course_shapes():
+    np.testing.assert_array_equal(ru.convert_to_one_hot(np.array([[2, 0]]), 3), [[0, 0, 1], [1, 0, 0]])
+
+
+def test_parameters_per_stage_adds_up():
+    model = ru.ResNet50()
+    stages = ru.parameters_per_stage(model)
+    assert [name for name, _, _ in stages] == ["stage 1 (stem)", "stage 2", "stage 3", "stage 4", "stage 5", "head"]
+    assert [shape for _, shape, _ in stages] == [(15, 15, 64), (15, 15, 256), (8, 8, 512), (4, 4, 1024), (2, 2, 2048), (6,)]
+    assert sum(params for _, _, params in stages) == model.count_params() == 23_600_006
+
+
+def test_deep_stack_differs_only_by_the_skip_connections():
+    plain, residual = ru.deep_stack(3, residual=False), ru.deep_stack(3, residual=True)
+    assert plain.count_params() == residual.count_params()
+    assert sum(type(l).__name__ == "Add" for l in residual.layers) == 3
+    assert not any(type(l).__name__ == "Add" for l in plain.layers)
+    for a, b in zip(plain.get_weights(), residual.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_show_samples_draws_one_row_per_class():
+    x = np.zeros((12, 64, 64, 3), dtype=np.uint8)
+    fig = ru.show_samples(x, np.array([[0, 1, 2] * 4]), [0, 1, 2], n_per_class=4)
+    assert len(fig.axes) == 12
+    assert fig.axes[0].get_ylabel() == "y = 0"
