@@ -95,7 +95,7 @@ def check_resnet50(ResNet50) -> None:
     if totals != RESNET50_TOTALS:
         raise CheckFailed(f"Parameter totals {totals} differ from the expected {RESNET50_TOTALS}.")
     print(
-        f"✅ ResNet50 passes: all {len(model.layers)} layers match the reference, "
+        f"✓ ResNet50 passes: all {len(model.layers)} layers match the reference, "
         f"{totals['total']:,} parameters ({totals['trainable']:,} trainable, {totals['non_trainable']:,} non-trainable)."
     )
 
@@ -173,7 +173,7 @@ def _check_block(kind: str, block) -> None:
                 "that the shortcut is the block's input, and that the initializer is used as given."
             )
     modes = sorted({str(c["training"]) for c in BLOCK_CASES[kind]})
-    print(f"✅ {kind} passes: layers, output shapes and values match the reference for training={' and training='.join(modes)}.")
+    print(f"✓ {kind} passes: layers, output shapes and values match the reference for training={' and training='.join(modes)}.")
 
 
 def _call_block(kind, block, case, X):

@@ -9,7 +9,8 @@ Every notebook, script and service imports what it needs from here, so each thin
   and a test keeps the two identical.
 * **Figures**: ``use_course_style`` (one matplotlib style for all chapters and ``images/``),
   ``plot_model`` (``keras.utils.plot_model`` with a clear message when Graphviz is missing).
-* **Experiments**: ``deep_stack`` and ``kernel_gradient_norms`` for chapter 01's measurement.
+* **Experiments**: ``deep_stack`` and ``kernel_gradient_norms`` for chapter 01's measurement,
+  ``cost_per_stage`` for chapter 03's.
 
 Importing this module imports TensorFlow with its C++ start-up logs silenced, so import it *before*
 ``tensorflow`` or ``keras`` and no log lines reach a notebook's outputs.
@@ -341,19 +342,21 @@ def ResNet50(input_shape=(64, 64, 3), classes=6):
     return keras.Model(inputs=X_input, outputs=X, name="ResNet50")
 
 
-def parameters_per_stage(model, blocks_per_stage=(3, 4, 6, 3)) -> list[tuple[str, tuple, int]]:
-    """Split a ResNet's parameters by stage: ``[(stage name, output shape, parameters), ...]``.
+def cost_per_stage(model, blocks_per_stage=(3, 4, 6, 3)) -> list[tuple[str, tuple, int, int]]:
+    """Split a ResNet's cost by stage: ``[(stage name, output shape, parameters, multiply-adds), ...]``.
 
-    Stage 1 (the stem) ends with the first max-pooling layer. A residual block ends with the ReLU that
-    follows its Add, and ``blocks_per_stage`` says how many blocks stages 2, 3, ... have (ResNet50:
-    3, 4, 6, 3). Whatever follows the last block is the head.
+    Multiply-adds are per image, counted for Conv2D (output positions x window x input x output channels)
+    and Dense layers; the rest is negligible. Stage 1 (the stem) ends with the first max-pooling layer.
+    A residual block ends with the ReLU that follows its Add, and ``blocks_per_stage`` says how many blocks
+    stages 2, 3, ... have (ResNet50: 3, 4, 6, 3). Whatever follows the last block is the head.
     """
     names = ["stage 1 (stem)"] + [f"stage {i + 2}" for i in range(len(blocks_per_stage))] + ["head"]
     stage_ends = set(np.cumsum(blocks_per_stage).tolist())
-    params, shapes = [0] * len(names), [None] * len(names)
+    params, macs, shapes = [0] * len(names), [0] * len(names), [None] * len(names)
     stage, blocks_done, previous = 0, 0, None
     for layer in model.layers:
         params[stage] += layer.count_params()
+        macs[stage] += _multiply_adds(layer)
         shapes[stage] = tuple(layer.output.shape[1:])
         if stage == 0 and isinstance(layer, layers.MaxPooling2D):
             stage = 1
@@ -361,7 +364,17 @@ def parameters_per_stage(model, blocks_per_stage=(3, 4, 6, 3)) -> list[tuple[str
             blocks_done += 1
             stage += blocks_done in stage_ends
         previous = layer
-    return list(zip(names, shapes, params))
+    return list(zip(names, shapes, params, macs))
+
+
+def _multiply_adds(layer) -> int:
+    if isinstance(layer, layers.Conv2D):
+        height, width, out_channels = layer.output.shape[1:]
+        kernel_h, kernel_w = layer.kernel_size
+        return int(height * width * kernel_h * kernel_w * layer.input.shape[-1] * out_channels)
+    if isinstance(layer, layers.Dense):
+        return int(layer.input.shape[-1] * layer.units)
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -61,12 +61,15 @@ def test_one_hot_accepts_course_shapes():
     np.testing.assert_array_equal(ru.convert_to_one_hot(np.array([[2, 0]]), 3), [[0, 0, 1], [1, 0, 0]])
 
 
-def test_parameters_per_stage_adds_up():
+def test_cost_per_stage_adds_up():
     model = ru.ResNet50()
-    stages = ru.parameters_per_stage(model)
-    assert [name for name, _, _ in stages] == ["stage 1 (stem)", "stage 2", "stage 3", "stage 4", "stage 5", "head"]
-    assert [shape for _, shape, _ in stages] == [(15, 15, 64), (15, 15, 256), (8, 8, 512), (4, 4, 1024), (2, 2, 2048), (6,)]
-    assert sum(params for _, _, params in stages) == model.count_params() == 23_600_006
+    stages = ru.cost_per_stage(model)
+    assert [row[0] for row in stages] == ["stage 1 (stem)", "stage 2", "stage 3", "stage 4", "stage 5", "head"]
+    assert [row[1] for row in stages] == [(15, 15, 64), (15, 15, 256), (8, 8, 512), (4, 4, 1024), (2, 2, 2048), (6,)]
+    assert sum(row[2] for row in stages) == model.count_params() == 23_600_006
+    # The stem's 7x7 conv: 32x32 positions x 7x7 window x 3 in x 64 out; the head's Dense: 2048 x 6.
+    assert stages[0][3] == 32 * 32 * 7 * 7 * 3 * 64
+    assert stages[-1][3] == 2048 * 6
 
 
 def test_deep_stack_differs_only_by_the_skip_connections():
