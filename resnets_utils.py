@@ -62,9 +62,6 @@ with _stderr_silenced():
 from keras import layers  # noqa: E402 - after the quiet import above
 from keras.initializers import glorot_uniform, random_uniform  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent
-IMAGES_DIR = REPO_ROOT / "images"
-
 # Okabe & Ito's palette: distinguishable with every common form of colour blindness.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 

@@ -320,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             f"({len(CLASSES) * TEST_PER_CLASS} images) from {source} in {time.perf_counter() - start:.1f} s."
         )
         return 0
-    except (DatasetError, zipfile.BadZipFile) as exc:
+    except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a full disk or a read-only folder while writing the h5 files
+        print(f"error: could not write the dataset to {args.output_dir}: {exc}", file=sys.stderr)
         return 1
 
 

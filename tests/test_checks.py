@@ -39,40 +39,29 @@ def test_reference_implementations_pass(capsys):
     assert "23,600,006 parameters (23,546,886 trainable, 53,120 non-trainable)" in out
 
 
-IDENTITY_BREAKS = {
-    "missing final ReLU": (
-        'X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)',
-        "X = layers.Add()([X, X_shortcut])",
-        "missing final ReLU",
-    ),
+# (text to change, replacement, fragment the message must contain[, how many occurrences: -1 for all])
+SHARED_BREAKS = {
+    "missing final ReLU": ('X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)', "X = layers.Add()([X, X_shortcut])", "missing final ReLU"),
     "ReLU before the add": (
         'X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)',
         'X = layers.Activation("relu")(X)\n    X = layers.Add()([X, X_shortcut])',
         "the ReLU comes before the Add",
     ),
+    "BN without training": ("(X, training=training)", "(X)", "was called without `training=`", -1),
+    "not implemented": ("F1, F2, F3 = filters", "raise NotImplementedError()", "not implemented yet"),
+}
+
+IDENTITY_BREAKS = {
     "padding of the middle conv": ('kernel_size=f, strides=(1, 1), padding="same"', 'kernel_size=f, strides=(1, 1), padding="valid"', "wrong padding"),
     "stride of the first conv": ("filters=F1, kernel_size=1, strides=(1, 1)", "filters=F1, kernel_size=1, strides=(2, 2)", "wrong stride"),
-    "BN without training": ("(X, training=training)", "(X)", "was called without `training=`"),
-    "BN always training": ("(X, training=training)", "(X, training=True)", "training=True although the block was called with training=False"),
-    "initializer ignored": ("kernel_initializer=initializer(seed=0)", "kernel_initializer='glorot_uniform'", "ignores the `initializer` argument"),
+    "BN always training": ("(X, training=training)", "(X, training=True)", "training=True although the block was called with training=False", -1),
+    "initializer ignored": ("kernel_initializer=initializer(seed=0)", "kernel_initializer='glorot_uniform'", "ignores the `initializer` argument", -1),
     "window not f": ("kernel_size=f,", "kernel_size=3,", "wrong window"),
     "filters swapped": ("filters=F1,", "filters=F2,", "wrong number of filters"),
     "BN on the wrong axis": ("BatchNormalization(axis=3)", "BatchNormalization(axis=1)", "normalize the channels axis, axis=3"),
     "no skip connection": ("X = layers.Add()([X, X_shortcut])", "pass", "the shortcut is never added back"),
     "returns nothing": ("return X", "return None", "returned None"),
-    "not implemented": ("F1, F2, F3 = filters", "raise NotImplementedError()", "not implemented yet"),
 }
-
-
-@pytest.mark.parametrize("name", IDENTITY_BREAKS)
-def test_broken_identity_block_is_caught(name):
-    old, new, message = IDENTITY_BREAKS[name]
-    count = -1 if name in {"BN without training", "BN always training", "initializer ignored"} else 1
-    broken = variant(ru.identity_block, old, new, count)
-    with pytest.raises(rc.CheckFailed, match=None) as excinfo:
-        rc.check_identity_block(broken)
-    assert message in str(excinfo.value), str(excinfo.value)
-
 
 CONV_BREAKS = {
     "shortcut missing its BN": ("X_shortcut = layers.BatchNormalization(axis=3)(X_shortcut, training=training)", "pass", "shortcut is missing its BatchNormalization"),
@@ -84,22 +73,24 @@ CONV_BREAKS = {
     "stride missing on the main path": ("filters=F1, kernel_size=1, strides=(s, s)", "filters=F1, kernel_size=1, strides=(1, 1)", "wrong stride: the 1st Conv2D of the main path"),
     "stride missing on the shortcut": ("filters=F3, kernel_size=1, strides=(s, s)", "filters=F3, kernel_size=1, strides=(1, 1)", "wrong stride: the 1st Conv2D of the shortcut"),
     "padding of the first conv": ('filters=F1, kernel_size=1, strides=(s, s), padding="valid"', 'filters=F1, kernel_size=1, strides=(s, s), padding="same"', "wrong padding"),
-    "ReLU before the add": (
-        'X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)',
-        'X = layers.Activation("relu")(X)\n    X = layers.Add()([X, X_shortcut])',
-        "the ReLU comes before the Add",
-    ),
-    "missing final ReLU": ('X = layers.Add()([X, X_shortcut])\n    X = layers.Activation("relu")(X)', "X = layers.Add()([X, X_shortcut])", "missing final ReLU"),
-    "BN without training": ("(X, training=training)", "(X)", "was called without `training=`"),
 }
 
+BROKEN_BLOCKS = [
+    pytest.param(block, check, spec, id=f"{block.__name__}: {name}")
+    for block, check, specific in (
+        (ru.identity_block, rc.check_identity_block, IDENTITY_BREAKS),
+        (ru.convolutional_block, rc.check_convolutional_block, CONV_BREAKS),
+    )
+    for name, spec in {**SHARED_BREAKS, **specific}.items()
+]
 
-@pytest.mark.parametrize("name", CONV_BREAKS)
-def test_broken_convolutional_block_is_caught(name):
-    old, new, message = CONV_BREAKS[name]
-    broken = variant(ru.convolutional_block, old, new, -1 if name == "BN without training" else 1)
+
+@pytest.mark.parametrize("block, check, spec", BROKEN_BLOCKS)
+def test_broken_block_is_caught_with_the_right_message(block, check, spec):
+    old, new, message, *count = spec
+    broken = variant(block, old, new, *count)
     with pytest.raises(rc.CheckFailed) as excinfo:
-        rc.check_convolutional_block(broken)
+        check(broken)
     assert message in str(excinfo.value), str(excinfo.value)
 
 

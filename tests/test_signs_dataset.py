@@ -118,6 +118,15 @@ def test_command_line_reports_errors_without_a_traceback(tmp_path, monkeypatch, 
     assert err.startswith("error: SIGNS_SOURCE points at") and "Traceback" not in err
 
 
+def test_command_line_reports_write_errors_without_a_traceback(tmp_path, source_archive, monkeypatch, capsys):
+    monkeypatch.setenv(sd.SOURCE_ENV, str(source_archive))
+    read_only = tmp_path / "read-only"
+    read_only.write_text("a file where a folder should be")
+    assert sd.main(["--output-dir", str(read_only)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not write the dataset to {read_only}") and "Traceback" not in err
+
+
 def test_interrupted_build_leaves_nothing_loadable(tmp_path, source_archive, monkeypatch):
     calls = {"n": 0}
     real_prepare = sd.prepare_image
