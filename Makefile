@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup data lab test notebooks figures references lock clean
+.PHONY: setup data lab test train notebooks figures references lock clean
 
 ## setup: create .venv (Python 3.11) and install the pinned requirements and this repo's modules
 setup: $(INSTALLED)
@@ -31,6 +31,10 @@ lab: data
 ## test: set up, prepare the data, then the unit tests and every notebook under nbval
 test: data
 	$(BIN)/python -m pytest
+
+## train: train ResNet50 with the default recipe into runs/default-seed0/ (pass ARGS="--seed 1 --epochs 10" etc.)
+train: data
+	$(BIN)/python -m resnets_train $(ARGS)
 
 ## notebooks: execute every notebook in order, in place, stopping at the first error
 notebooks: data

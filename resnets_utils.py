@@ -58,6 +58,7 @@ with _stderr_silenced():
     import keras
 
     tf.config.list_physical_devices()
+tf.get_logger().setLevel("ERROR")  # TensorFlow's Python-side warnings (e.g. about retracing) are log noise too
 
 from keras import layers  # noqa: E402 - after the quiet import above
 from keras.initializers import glorot_uniform, random_uniform  # noqa: E402
@@ -142,6 +143,32 @@ def _read_signs_h5(path: Path, prefix: str):
     return x, y, classes
 
 
+def to_model_input(images) -> np.ndarray:
+    """Scale uint8 images (one ``(64, 64, 3)`` image or a batch) to the float32 [0, 1] range the model trains on.
+
+    The one place the scaling is defined: training, evaluation, the predict script and the server use it.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 images (0-255), got {images.dtype}; pass the arrays load_dataset or prepare_image return.")
+    return images.astype(np.float32) / 255.0
+
+
+def predict_image(model, source, classes=None) -> dict:
+    """Classify one photo (path, file object, bytes or PIL image) exactly as the training images were prepared.
+
+    Returns ``{"label": ..., "probability": ..., "probabilities": {label: probability, ...}}`` with the
+    probabilities sorted from most to least likely. Raises ``ImageError`` for a file that is not an image.
+    """
+    batch = to_model_input(prepare_image(source))[None]
+    probabilities = np.asarray(model(batch, training=False))[0].astype(float)
+    classes = list(range(len(probabilities))) if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
+    order = np.argsort(-probabilities, kind="stable")
+    ranked = {classes[i]: round(float(probabilities[i]), 6) for i in order}
+    best = int(order[0])
+    return {"label": classes[best], "probability": round(float(probabilities[best]), 6), "probabilities": ranked}
+
+
 def convert_to_one_hot(Y, C: int) -> np.ndarray:
     """One-hot encode integer labels ``Y`` (any shape, e.g. the course's ``(1, m)``) as an ``(m, C)`` array.
 
@@ -189,6 +216,65 @@ def plot_class_balance(Y_train, Y_test, classes):
     ax.set_title("Images per class")
     ax.legend(loc="upper right", ncol=2)
     ax.set_ylim(0, counts[0].max() * 1.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(history: dict, title: str = "Learning curves"):
+    """Training and validation loss and accuracy per epoch, side by side. ``history`` is ``History.history``."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
+        ax.plot(epochs, history[metric], marker="o", markersize=3, label="training")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", markersize=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.legend()
+    acc_ax.set_ylim(0, 1.02)
+    loss_ax.set_title("Loss")
+    acc_ax.set_title("Accuracy")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(matrix, classes, title: str = "Confusion matrix (test set)"):
+    """Heat map of a confusion matrix (rows: true class, columns: predicted class) with the counts written in."""
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.imshow(matrix, cmap="Blues")
+    ax.grid(False)
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, [str(c) for c in classes])
+    ax.set_yticks(ticks, [str(c) for c in classes])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_misclassified(X, y_true, y_pred, probabilities, max_images: int = 12):
+    """Grid of the images the model got wrong, each titled 'true -> predicted (probability)'. Returns the figure."""
+    wrong = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))[:max_images]
+    if len(wrong) == 0:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No misclassified images.", ha="center", va="center")
+        return fig
+    columns = min(len(wrong), 6)
+    rows = int(np.ceil(len(wrong) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(max(1.9 * columns, 4.5), 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, index in zip(axes.ravel(), wrong):
+        ax.imshow(X[index])
+        ax.set_title(f"{y_true[index]} → {y_pred[index]} ({probabilities[index, y_pred[index]]:.0%})", fontsize=10)
+    fig.suptitle("Misclassified: true → predicted (probability)", fontweight="bold")
     fig.tight_layout()
     return fig
 

@@ -89,3 +89,12 @@ def test_local_links_and_images_exist(path):
         for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
             if not re.match(r"[a-z]+://", target):
                 assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_nbval_markers_are_exact(path):
+    """nbval only honours a marker comment with nothing else on the line; anything more silently disables it."""
+    for cell in _code_cells(path):
+        for line in cell.source.splitlines():
+            if line.strip().startswith("#") and "NBVAL" in line:
+                assert line.strip().lstrip("#").strip() in {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_SKIP", "NBVAL_RAISES_EXCEPTION"}, line

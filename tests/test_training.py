@@ -1,0 +1,131 @@
+"""The training and predict entry points: a real (tiny) run end to end, atomic saves, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import resnets_predict
+import resnets_train as rt
+import resnets_utils as ru
+
+TINY = rt.Recipe(name="tiny", epochs=1, batch_size=8, validation_per_class=1, augment=True, restore_best=True, bn_momentum=0.9)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One real run of the full pipeline on 4 images per class (one held out for validation), 1 epoch."""
+    x_train, y_train, x_test, y_test, classes = ru.load_dataset()
+    pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:4] for c in range(6)])
+    out = tmp_path_factory.mktemp("run")
+    result = rt.train(TINY, seed=3, output_dir=out, verbose=0, data=(x_train[pick], y_train[:, pick], x_test[:12], y_test[:, :12], classes))
+    return out, result
+
+
+def test_a_run_writes_every_artefact(tiny_run):
+    out, result = tiny_run
+    for name in ("model.keras", "history.csv", "history.json", "learning_curves.png", "confusion_matrix.png", "classification_report.txt", "metrics.json"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seed"] == 3 and metrics["epochs_run"] == 1 and metrics["recipe"]["name"] == "tiny"
+    assert metrics["train_images"] == 18 and metrics["validation_images"] == 6 and metrics["test_images"] == 12
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["versions"]["tensorflow"] == ru.tf.__version__
+    assert "precision" in (out / "classification_report.txt").read_text()
+    assert (out / "history.csv").read_text().splitlines()[0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+
+
+def test_saved_model_has_no_optimizer_state(tiny_run):
+    out, result = tiny_run
+    weights_bytes = 4 * result["model"].count_params()
+    assert (out / "model.keras").stat().st_size < 1.2 * weights_bytes  # with AdamW's state it would be ~3x
+
+
+def test_saved_model_reloads_with_identical_predictions(tiny_run):
+    out, result = tiny_run
+    reloaded = resnets_predict.load_model(out / "model.keras")
+    x = ru.to_model_input(ru.load_dataset()[2][:8])
+    np.testing.assert_array_equal(result["model"].predict(x, verbose=0), reloaded.predict(x, verbose=0))
+
+
+def test_save_is_atomic(tiny_run, tmp_path, monkeypatch):
+    out, result = tiny_run
+    target = tmp_path / "model.keras"
+    target.write_bytes(b"previous good model")
+
+    def save_half_then_fail(self, path, *args, **kwargs):
+        open(path, "wb").write(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ru.keras.Model, "save", save_half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        rt.save_model_atomically(result["model"], target)
+    assert target.read_bytes() == b"previous good model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_validation_split_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(6), 180)
+    train, val = rt.split_validation(labels, 18, seed=0)
+    assert len(val) == 108 and np.bincount(labels[val]).tolist() == [18] * 6
+    assert not set(train) & set(val) and len(train) + len(val) == 1080
+    assert np.array_equal(val, rt.split_validation(labels, 18, seed=0)[1])
+    assert not np.array_equal(val, rt.split_validation(labels, 18, seed=1)[1])
+
+
+def test_recipes_differ_only_where_documented():
+    assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
+    assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["--epochs", "ten"], "--epochs: expected a whole number, got 'ten'"),
+        (["--batch-size", "5000"], "--batch-size 5000 is larger than the training set"),
+        (["--recipe", "fast"], "invalid choice: 'fast'"),
+    ],
+)
+def test_train_command_line_rejects_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rt.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_command_line_rejects_a_file_as_output_dir(tmp_path, capsys):
+    existing = tmp_path / "a-file"
+    existing.write_text("")
+    with pytest.raises(SystemExit):
+        rt.parse_args(["--output-dir", str(existing)])
+    assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_predict_prints_class_and_probabilities(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    photo = tmp_path / "hand.png"
+    Image.fromarray(ru.load_dataset()[2][0]).resize((300, 200)).save(photo)
+    assert resnets_predict.main([str(photo), "--model", str(out / "model.keras"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["label"] in range(6) and len(result["probabilities"]) == 6
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    assert list(result["probabilities"].values()) == sorted(result["probabilities"].values(), reverse=True)
+    assert resnets_predict.main([str(photo), "--model", str(out / "model.keras")]) == 0
+    assert capsys.readouterr().out.startswith(f"{photo}: {result['label']} (")
+
+
+def test_predict_errors_are_clear(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    assert resnets_predict.main([str(not_an_image), "--model", str(out / "model.keras")]) == 1
+    assert "is not an image Pillow can read" in capsys.readouterr().err
+    assert resnets_predict.main([str(not_an_image), "--model", str(tmp_path / "none.keras")]) == 1
+    err = capsys.readouterr().err
+    assert "No trained model at" in err and "Train one with `make train`" in err
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    assert resnets_predict.main([str(not_an_image), "--model", str(broken)]) == 1
+    assert "is not a loadable Keras model" in capsys.readouterr().err
