@@ -36,7 +36,7 @@ def load_model(path: Path = DEFAULT_MODEL):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resnets_predict", description="Classify a photo of a hand sign (digits 0-5).")
     parser.add_argument("image", type=Path, help="the photo (JPEG, PNG, ...; any size)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"trained model (default: {DEFAULT_MODEL.relative_to(Path.cwd()) if DEFAULT_MODEL.is_relative_to(Path.cwd()) else DEFAULT_MODEL})")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="trained model (default: runs/default-seed0/model.keras, what `make train` writes)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     try:

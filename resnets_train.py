@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import resnets_utils as ru
@@ -263,8 +264,6 @@ def write_run(output_dir: Path, model, history: dict, metrics: dict, y_true, y_p
     names = [str(c) for c in classes]
     report = classification_report(y_true, y_pred, labels=list(range(len(classes))), target_names=names, digits=3, zero_division=0)
     (output_dir / "classification_report.txt").write_text(f"Test set, {len(y_true)} images\n\n{report}")
-    import matplotlib.pyplot as plt
-
     ru.use_course_style()
     for filename, figure in (
         ("learning_curves.png", ru.plot_learning_curves(history, f"ResNet50, {metrics['recipe']['name']} recipe, seed {metrics['seed']}")),

@@ -129,3 +129,23 @@ def test_predict_errors_are_clear(tiny_run, tmp_path, capsys):
     broken.write_bytes(b"not a zip")
     assert resnets_predict.main([str(not_an_image), "--model", str(broken)]) == 1
     assert "is not a loadable Keras model" in capsys.readouterr().err
+
+
+def test_photo_variations_are_deterministic_transforms_of_the_photos():
+    photos = ru.load_dataset()[2][:4]
+    variations = rt.photo_variations(photos)
+    assert list(variations)[0] == "as taken" and len(variations) == 6
+    for name, images in variations.items():
+        assert images.shape == photos.shape and images.dtype == np.uint8, name
+    np.testing.assert_array_equal(variations["as taken"], photos)
+    np.testing.assert_array_equal(variations["mirrored (the other hand)"], photos[:, :, ::-1])
+    assert variations["darker (60% light)"].mean() < 0.65 * photos.mean()
+    np.testing.assert_array_equal(rt.photo_variations(photos)["further away (75% size)"], variations["further away (75% size)"])
+
+
+def test_show_misclassified_titles_each_mistake():
+    x = np.zeros((3, 64, 64, 3), dtype=np.uint8)
+    probabilities = np.full((3, 6), 0.1)
+    probabilities[1, 4] = 0.5
+    fig = ru.show_misclassified(x, np.array([0, 1, 2]), np.array([0, 4, 2]), probabilities)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["1 → 4 (50%)"]
