@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup data lab test train notebooks figures references lock clean
+.PHONY: setup data lab test train serve benchmark ablation load-test notebooks figures references lock clean
 
 ## setup: create .venv (Python 3.11) and install the pinned requirements and this repo's modules
 setup: $(INSTALLED)
@@ -35,6 +35,22 @@ test: data
 ## train: train ResNet50 with the default recipe into runs/default-seed0/ (pass ARGS="--seed 1 --epochs 10" etc.)
 train: data
 	$(BIN)/python -m resnets_train $(ARGS)
+
+## serve: serve the trained model on http://localhost:5000 with Waitress (python api.py; ARGS="--port 8000" etc.)
+serve: setup
+	$(BIN)/python api.py $(ARGS)
+
+## benchmark: default recipe against the course's, seed 0, 20 epochs each (about 20 minutes) -> runs/benchmark/
+benchmark: data
+	$(BIN)/python tools/benchmark_training.py $(ARGS)
+
+## ablation: the default recipe with one choice undone at a time (about an hour) -> runs/ablation/
+ablation: data
+	$(BIN)/python tools/ablation.py $(ARGS)
+
+## load-test: latency and throughput of the service with 1, 4 and 16 clients -> runs/load_test/
+load-test: data
+	$(BIN)/python tools/load_test.py $(ARGS)
 
 ## notebooks: execute every notebook in order, in place, stopping at the first error
 notebooks: data

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import signs_dataset
-from signs_dataset import DatasetError, ImageError, prepare_image  # noqa: F401 - re-exported for notebooks
+from signs_dataset import DatasetError, ImageError, ImageTooLargeError, NotAnImageError, prepare_image  # noqa: F401 - re-exported
 
 
 @contextlib.contextmanager
@@ -154,14 +154,31 @@ def to_model_input(images) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
+def make_predictor(model):
+    """A traced inference function of ``model``: a float32 batch ``(n, h, w, 3)`` in [0, 1] -> probabilities.
+
+    For one image at a time (a server, a photo), ``model.predict`` spends most of its time setting up a
+    data pipeline and callbacks; the traced function runs just the graph, and it is safe to call from
+    several threads at once.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
+    def predict(images):
+        return model(images, training=False)
+
+    return predict
+
+
 def predict_image(model, source, classes=None) -> dict:
     """Classify one photo (path, file object, bytes or PIL image) exactly as the training images were prepared.
 
-    Returns ``{"label": ..., "probability": ..., "probabilities": {label: probability, ...}}`` with the
-    probabilities sorted from most to least likely. Raises ``ImageError`` for a file that is not an image.
+    ``model`` is a Keras model or a function from ``make_predictor``. Returns ``{"label": ...,
+    "probability": ..., "probabilities": {label: probability, ...}}`` with the probabilities sorted from
+    most to least likely. Raises ``ImageError`` for a file that is not a usable image.
     """
     batch = to_model_input(prepare_image(source))[None]
-    probabilities = np.asarray(model(batch, training=False))[0].astype(float)
+    outputs = model(batch, training=False) if isinstance(model, keras.Model) else model(tf.constant(batch))
+    probabilities = np.asarray(outputs)[0].astype(float)
     classes = list(range(len(probabilities))) if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
     order = np.argsort(-probabilities, kind="stable")
     ranked = {classes[i]: round(float(probabilities[i]), 6) for i in order}

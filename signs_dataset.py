@@ -71,6 +71,14 @@ class ImageError(ValueError):
     """A file given as an image cannot be used as one. The message says why."""
 
 
+class NotAnImageError(ImageError):
+    """The file is empty or not in an image format Pillow reads (as opposed to a damaged image)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image decodes to more than ``MAX_IMAGE_PIXELS`` pixels (a decompression bomb, or just too big)."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------------------
@@ -86,15 +94,15 @@ def prepare_image(source, size: int = IMAGE_SIZE) -> np.ndarray:
     if isinstance(source, Image.Image):
         image = source
     else:
-        name = str(source) if isinstance(source, (str, Path)) else "the uploaded file"
+        name = str(source) if isinstance(source, (str, Path)) else "The uploaded file"
         if isinstance(source, (bytes, bytearray)):
             if not source:
-                raise ImageError("The image file is empty.")
+                raise NotAnImageError("The image file is empty.")
             source = io.BytesIO(source)
         try:
             image = Image.open(source)
             if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ImageError(
+                raise ImageTooLargeError(
                     f"{name} is {image.width}x{image.height} pixels, more than the "
                     f"{MAX_IMAGE_PIXELS:,} allowed; resize it before classifying it."
                 )
@@ -104,8 +112,10 @@ def prepare_image(source, size: int = IMAGE_SIZE) -> np.ndarray:
         except FileNotFoundError:
             raise ImageError(f"{name} does not exist.") from None
         except UnidentifiedImageError:
-            raise ImageError(f"{name} is not an image Pillow can read (JPEG, PNG, ...).") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise NotAnImageError(f"{name} is not an image Pillow can read (JPEG, PNG, ...).") from None
+        except Image.DecompressionBombError as exc:  # Pillow's own guard, far above MAX_IMAGE_PIXELS
+            raise ImageTooLargeError(f"{name} is too large to decode safely: {exc}") from None
+        except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{name} could not be decoded, it may be truncated or corrupt: {exc}") from None
     image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):

@@ -19,8 +19,10 @@ def tiny_run(tmp_path_factory):
     x_train, y_train, x_test, y_test, classes = ru.load_dataset()
     pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:4] for c in range(6)])
     out = tmp_path_factory.mktemp("run")
-    result = rt.train(TINY, seed=3, output_dir=out, verbose=0, data=(x_train[pick], y_train[:, pick], x_test[:12], y_test[:, :12], classes))
-    return out, result
+    tracker = rt.TestAccuracyEachEpoch(x_test[:12], y_test[:, :12])
+    data = (x_train[pick], y_train[:, pick], x_test[:12], y_test[:, :12], classes)
+    result = rt.train(TINY, seed=3, output_dir=out, verbose=0, data=data, callbacks=[tracker])
+    return out, {**result, "tracker": tracker}
 
 
 def test_a_run_writes_every_artefact(tiny_run):
@@ -34,6 +36,13 @@ def test_a_run_writes_every_artefact(tiny_run):
     assert metrics["versions"]["tensorflow"] == ru.tf.__version__
     assert "precision" in (out / "classification_report.txt").read_text()
     assert (out / "history.csv").read_text().splitlines()[0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+
+
+def test_per_epoch_test_accuracy_is_the_final_one_for_a_one_epoch_run(tiny_run):
+    out, result = tiny_run
+    [record] = result["tracker"].records
+    assert record["epoch"] == 1 and record["elapsed_s"] == record["epoch_s"] > 0
+    assert record["test_accuracy"] == result["test_accuracy"]
 
 
 def test_saved_model_has_no_optimizer_state(tiny_run):
@@ -77,6 +86,7 @@ def test_validation_split_is_stratified_and_seeded():
 def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
+    assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine
 
 
 @pytest.mark.parametrize(
