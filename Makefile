@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup data lab test train serve benchmark ablation load-test notebooks figures references lock clean
+.PHONY: setup data lab test train transfer serve benchmark ablation load-test exercises grade notebooks figures references lock clean
 
 ## setup: create .venv (Python 3.11) and install the pinned requirements and this repo's modules
 setup: $(INSTALLED)
@@ -20,9 +20,10 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-## data: build datasets/train_signs.h5 and test_signs.h5 (source: $$SIGNS_SOURCE, datasets/*.zip, or a download)
+## data: build datasets/{train,test}_signs.h5 (digits 0-5) and datasets/digits_6_9/ (source: $$SIGNS_SOURCE, datasets/*.zip, or a download)
 data: setup
 	$(BIN)/python -m signs_dataset
+	$(BIN)/python -m signs_dataset --digits 6-9
 
 ## lab: set up, prepare the data and open JupyterLab on the notebooks (as root, common in containers, with --allow-root)
 lab: data
@@ -35,6 +36,11 @@ test: data
 ## train: train ResNet50 with the default recipe into runs/default-seed0/ (pass ARGS="--seed 1 --epochs 10" etc.)
 train: data
 	$(BIN)/python -m resnets_train $(ARGS)
+
+## transfer: reuse the trained model for digits 6-9 (new head, then stage 5 fine-tuned) -> runs/transfer-6to9/ (ARGS="--base imagenet" etc.)
+transfer: data
+	@test -f runs/default-seed0/model.keras || $(BIN)/python -m resnets_train
+	$(BIN)/python -m resnets_transfer train $(ARGS)
 
 ## serve: serve the trained model on http://localhost:5000 with Waitress (python api.py; ARGS="--port 8000" etc.)
 serve: setup
@@ -51,6 +57,15 @@ ablation: data
 ## load-test: latency and throughput of the service with 1, 4 and 16 clients -> runs/load_test/
 load-test: data
 	$(BIN)/python tools/load_test.py $(ARGS)
+
+## exercises: write the student notebooks exercises/*.ipynb from the solved chapters (commit the result)
+exercises: setup
+	$(BIN)/python -m classroom exercises
+
+## grade: grade submitted notebooks, e.g. make grade SUBMISSIONS=~/class/submissions -> runs/grades/grades.md
+grade: setup
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-or-notebook [ARGS='--cell-timeout 120 --variant-seed 7']"; exit 2; }
+	$(BIN)/python -m classroom grade "$(SUBMISSIONS)" $(ARGS)
 
 ## notebooks: execute every notebook in order, in place, stopping at the first error
 notebooks: data
@@ -75,4 +90,4 @@ lock:
 
 ## clean: remove the virtual environment and built data (the source archive and Keras cache stay)
 clean:
-	rm -rf $(VENV) datasets/*.h5 .pytest_cache
+	rm -rf $(VENV) datasets/*.h5 datasets/digits_6_9 .pytest_cache

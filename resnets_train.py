@@ -92,6 +92,19 @@ def split_validation(labels, per_class: int, seed: int) -> tuple[np.ndarray, np.
     return np.setdiff1d(np.arange(len(labels)), validation), validation
 
 
+def subset_per_class(labels, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` images of each class, chosen by ``seed`` (for small-data experiments)."""
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        in_class = np.flatnonzero(labels == c)
+        if per_class > len(in_class):
+            raise ValueError(f"Asked for {per_class} images of class {c}, but the training set has {len(in_class)}.")
+        chosen.append(rng.permutation(in_class)[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
 def augmentation(seed: int) -> keras.Sequential:
     """Random changes that match how people photograph a hand: either hand (a horizontal flip), a tilt of up
     to about 18 degrees, the hand off-centre or nearer/further, and other light and contrast."""
@@ -129,6 +142,11 @@ def build_model(recipe: Recipe, steps_per_epoch: int, input_shape=(64, 64, 3), c
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = recipe.bn_momentum
+    return compile_model(model, recipe, steps_per_epoch)
+
+
+def compile_model(model, recipe: Recipe, steps_per_epoch: int):
+    """Compile ``model`` with the recipe's optimizer, learning-rate schedule and loss; return it."""
     total_steps = recipe.epochs * steps_per_epoch
     if recipe.cosine:
         warmup_steps = recipe.warmup_epochs * steps_per_epoch
@@ -175,17 +193,24 @@ def save_model_atomically(model, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------
 # A whole run
 # ----------------------------------------------------------------------------------------------------
-def train(recipe: Recipe, seed: int, output_dir: Path | None = None, verbose: int = 1, data=None, callbacks=()) -> dict:
+def train(recipe: Recipe, seed: int, output_dir: Path | None = None, verbose: int = 1, data=None, callbacks=(), model=None,
+          train_per_class: int | None = None) -> dict:
     """Train ``recipe`` with ``seed``, evaluate on the test set, and (if ``output_dir``) write every artefact.
 
     Sets the global seeds and TensorFlow's op determinism, so the same seed gives the same numbers.
-    ``data`` defaults to ``ru.load_dataset()``. Returns the metrics dict (also written as ``metrics.json``)
-    with the model under ``"model"`` and the Keras history under ``"history"``.
+    ``data`` defaults to ``ru.load_dataset()``; ``train_per_class`` keeps only that many training images
+    of each class (chosen by ``seed``). ``model`` (optional) is a network to train instead of a new
+    ResNet50, e.g. chapter 05's with a frozen backbone; it is compiled here with the recipe. Returns the
+    metrics dict (also written as ``metrics.json``) with the model under ``"model"`` and the Keras history
+    under ``"history"``.
     """
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     x_train_all, y_train_all, x_test, y_test, classes = data if data is not None else ru.load_dataset()
     y_train_all, y_test = y_train_all.reshape(-1), y_test.reshape(-1)
+    if train_per_class is not None:
+        kept = subset_per_class(y_train_all, train_per_class, seed)
+        x_train_all, y_train_all = x_train_all[kept], y_train_all[kept]
     n_classes = len(classes)
     train_idx, val_idx = split_validation(y_train_all, recipe.validation_per_class, seed)
     one_hot = lambda y: ru.convert_to_one_hot(y, n_classes)  # noqa: E731
@@ -196,7 +221,10 @@ def train(recipe: Recipe, seed: int, output_dir: Path | None = None, verbose: in
         else None
     )
     steps_per_epoch = math.ceil(len(train_idx) / recipe.batch_size)
-    model = build_model(recipe, steps_per_epoch, input_shape=x_train_all.shape[1:], classes=n_classes)
+    if model is None:
+        model = build_model(recipe, steps_per_epoch, input_shape=x_train_all.shape[1:], classes=n_classes)
+    else:
+        compile_model(model, recipe, steps_per_epoch)
 
     fit_callbacks = list(callbacks)
     if recipe.restore_best and val_data is not None:
@@ -210,6 +238,7 @@ def train(recipe: Recipe, seed: int, output_dir: Path | None = None, verbose: in
     metrics = {
         "recipe": dataclasses.asdict(recipe),
         "seed": seed,
+        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
         "epochs_run": len(history.history["loss"]),
         "best_epoch": next((cb.best_epoch for cb in fit_callbacks if isinstance(cb, _RestoreBestWeights)), None),
         "train_images": int(len(train_idx)),

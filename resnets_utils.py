@@ -10,7 +10,9 @@ Every notebook, script and service imports what it needs from here, so each thin
 * **Figures**: ``use_course_style`` (one matplotlib style for all chapters and ``images/``),
   ``plot_model`` (``keras.utils.plot_model`` with a clear message when Graphviz is missing).
 * **Experiments**: ``deep_stack`` and ``kernel_gradient_norms`` for chapter 01's measurement,
-  ``cost_per_stage`` for chapter 03's.
+  ``cost_per_stage`` for chapter 03's, ``stage_of_each_layer`` to freeze a ResNet by stage (chapter 05).
+* **Explaining**: ``grad_cam``, ``superimpose_heatmap``, ``hand_mask``, ``heatmap_mass_on`` and ``heatmap_peak_on``
+  (chapter 05: where the network looks, and whether that is on the hand).
 
 Importing this module imports TensorFlow with its C++ start-up logs silenced, so import it *before*
 ``tensorflow`` or ``keras`` and no log lines reach a notebook's outputs.
@@ -199,13 +201,17 @@ def convert_to_one_hot(Y, C: int) -> np.ndarray:
 
 
 def show_samples(X, Y, classes=None, n_per_class: int = 6, seed: int = 0, title: str | None = None):
-    """Show a grid of images, one row per class, each row titled with its label. Returns the figure."""
+    """Show a grid of images, one row per class, each row titled with its label. Returns the figure.
+
+    ``Y`` holds class indices (0, 1, ...); ``classes`` names them (digits 6-9 are stored as 0-3, as a
+    model's outputs are numbered, with ``classes`` = [6, 7, 8, 9]).
+    """
     labels = np.asarray(Y).reshape(-1)
     classes = np.unique(labels) if classes is None else np.asarray(classes).reshape(-1)
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(classes), n_per_class, figsize=(1.2 * n_per_class, 1.25 * len(classes)), squeeze=False)
-    for row, label in zip(axes, classes):
-        picks = rng.choice(np.flatnonzero(labels == label), size=n_per_class, replace=False)
+    for index, (row, label) in enumerate(zip(axes, classes)):
+        picks = rng.choice(np.flatnonzero(labels == index), size=n_per_class, replace=False)
         for ax, index in zip(row, picks):
             ax.imshow(X[index])
             ax.set_xticks([])
@@ -446,25 +452,48 @@ def cost_per_stage(model, blocks_per_stage=(3, 4, 6, 3)) -> list[tuple[str, tupl
     """Split a ResNet's cost by stage: ``[(stage name, output shape, parameters, multiply-adds), ...]``.
 
     Multiply-adds are per image, counted for Conv2D (output positions x window x input x output channels)
-    and Dense layers; the rest is negligible. Stage 1 (the stem) ends with the first max-pooling layer.
-    A residual block ends with the ReLU that follows its Add, and ``blocks_per_stage`` says how many blocks
-    stages 2, 3, ... have (ResNet50: 3, 4, 6, 3). Whatever follows the last block is the head.
+    and Dense layers; the rest is negligible. Stages are as ``stage_of_each_layer`` assigns them.
     """
-    names = ["stage 1 (stem)"] + [f"stage {i + 2}" for i in range(len(blocks_per_stage))] + ["head"]
-    stage_ends = set(np.cumsum(blocks_per_stage).tolist())
-    params, macs, shapes = [0] * len(names), [0] * len(names), [None] * len(names)
-    stage, blocks_done, previous = 0, 0, None
-    for layer in model.layers:
+    names = stage_names(blocks_per_stage)
+    params, macs, shapes = dict.fromkeys(names, 0), dict.fromkeys(names, 0), dict.fromkeys(names)
+    for layer, stage in zip(model.layers, stage_of_each_layer(model, blocks_per_stage)):
         params[stage] += layer.count_params()
         macs[stage] += _multiply_adds(layer)
         shapes[stage] = tuple(layer.output.shape[1:])
+    return [(name, shapes[name], params[name], macs[name]) for name in names]
+
+
+def stage_names(blocks_per_stage=(3, 4, 6, 3)) -> list[str]:
+    return ["stage 1 (stem)"] + [f"stage {i + 2}" for i in range(len(blocks_per_stage))] + ["head"]
+
+
+def stage_of_each_layer(model, blocks_per_stage=(3, 4, 6, 3)) -> list[str]:
+    """The stage name of each of ``model.layers``, in order (for freezing and unfreezing by stage).
+
+    Stage 1 (the stem) ends with the first max-pooling layer. A residual block ends with the ReLU that
+    follows its Add, and ``blocks_per_stage`` says how many blocks stages 2, 3, ... have (ResNet50: 3, 4,
+    6, 3). Whatever follows the last block is the head.
+    """
+    names = stage_names(blocks_per_stage)
+    stage_ends = set(np.cumsum(blocks_per_stage).tolist())
+    stage, blocks_done, previous, result = 0, 0, None, []
+    for layer in model.layers:
+        result.append(names[stage])
         if stage == 0 and isinstance(layer, layers.MaxPooling2D):
             stage = 1
         elif isinstance(previous, layers.Add) and isinstance(layer, layers.Activation):
             blocks_done += 1
             stage += blocks_done in stage_ends
         previous = layer
-    return list(zip(names, shapes, params, macs))
+    return result
+
+
+def stage_output_layers(model, blocks_per_stage=(3, 4, 6, 3)) -> dict[str, str]:
+    """``{stage name: name of the stage's last layer}``: where each stage's feature map comes out."""
+    last = {}
+    for layer, stage in zip(model.layers, stage_of_each_layer(model, blocks_per_stage)):
+        last[stage] = layer.name
+    return last
 
 
 def _multiply_adds(layer) -> int:
@@ -511,3 +540,81 @@ def kernel_gradient_norms(model, x, y) -> np.ndarray:
     with tf.GradientTape() as tape:
         loss = loss_fn(y, model(x, training=True))
     return np.array([float(tf.norm(g)) for g in tape.gradient(loss, kernels)])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chapter 05: where the network looks (Grad-CAM)
+# ----------------------------------------------------------------------------------------------------
+def grad_cam(model, images, layer_name: str, class_index=None) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM heatmaps (Selvaraju et al., 2017) of ``layer_name``'s feature map for uint8 ``images``.
+
+    For each image: the gradient of the class's score (the logit, before the softmax) with respect to
+    the layer's feature map, averaged over the positions, weighs each channel; the weighted sum of the
+    channels, through a ReLU, is the heatmap. ``class_index`` is one int, one per image, or ``None`` for
+    the predicted class. The model's last layer must be a Dense layer (its softmax is undone so the
+    logit is used). Returns ``(heatmaps, class_indices)``: heatmaps of shape ``(n, h, w)`` at the layer's
+    resolution, each scaled to a maximum of 1 (all zeros where no position speaks for the class).
+    """
+    images = np.asarray(images)
+    batch = to_model_input(images[None] if images.ndim == 3 else images)
+    head = model.layers[-1]
+    if not isinstance(head, layers.Dense):
+        raise ValueError(f"grad_cam needs a model whose last layer is Dense; {model.name}'s is {type(head).__name__}.")
+    try:
+        feature_layer = model.get_layer(layer_name)
+    except ValueError:
+        raise ValueError(f"{model.name} has no layer named {layer_name!r}; see stage_output_layers(model).") from None
+    probe = keras.Model(model.input, [feature_layer.output, head.input])
+    with tf.GradientTape() as tape:
+        feature_map, head_input = probe(batch, training=False)
+        logits = tf.matmul(head_input, head.kernel) + head.bias
+        if class_index is None:
+            classes = tf.argmax(logits, axis=1)
+        else:
+            classes = tf.broadcast_to(tf.constant(class_index, dtype=tf.int64), [len(batch)])
+        scores = tf.gather(logits, classes, batch_dims=1)
+    gradients = tape.gradient(scores, feature_map)
+    channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    heatmaps = tf.nn.relu(tf.reduce_sum(channel_weights * feature_map, axis=-1)).numpy()
+    peaks = heatmaps.max(axis=(1, 2), keepdims=True)
+    heatmaps = np.divide(heatmaps, peaks, out=np.zeros_like(heatmaps), where=peaks > 0)
+    return heatmaps, classes.numpy()
+
+
+def upsample_heatmap(heatmap, size: int = 64) -> np.ndarray:
+    """A ``(h, w)`` heatmap resized bilinearly to ``(size, size)``, to lie over the photo."""
+    return tf.image.resize(np.asarray(heatmap, dtype=np.float32)[..., None], (size, size), method="bilinear").numpy()[..., 0]
+
+
+def superimpose_heatmap(image, heatmap, alpha: float = 0.45, colormap: str = "inferno") -> np.ndarray:
+    """The uint8 photo with the heatmap (any resolution, values in [0, 1]) laid over it in colour; uint8 RGB."""
+    image = np.asarray(image)
+    coloured = plt.get_cmap(colormap)(np.clip(upsample_heatmap(heatmap, image.shape[0]), 0, 1))[..., :3] * 255
+    return np.clip((1 - alpha) * image + alpha * coloured, 0, 255).astype(np.uint8)
+
+
+def hand_mask(images, threshold: int = 40) -> np.ndarray:
+    """Boolean masks of the hand pixels in uint8 photos on this dataset's plain grey or white backgrounds.
+
+    Skin is redder than it is blue; the backgrounds are grey, white or bluish. A pixel whose red value
+    exceeds its blue value by more than ``threshold`` (of 255) counts as hand. Good enough to measure
+    where a heatmap lies on these photos, not a general hand detector.
+    """
+    images = np.asarray(images).astype(np.int16)
+    return (images[..., 0] - images[..., 2]) > threshold
+
+
+def heatmap_peak_on(heatmaps, masks) -> np.ndarray:
+    """For each heatmap (upsampled to the masks' size), whether its hottest pixel lies on the mask."""
+    heatmaps, masks = np.asarray(heatmaps), np.asarray(masks)
+    up = np.stack([upsample_heatmap(h, masks.shape[1]) for h in heatmaps])
+    peaks = up.reshape(len(up), -1).argmax(axis=1)
+    return masks.reshape(len(masks), -1)[np.arange(len(masks)), peaks] & (up.max(axis=(1, 2)) > 0)
+
+
+def heatmap_mass_on(heatmaps, masks) -> np.ndarray:
+    """Share of each heatmap's total (after upsampling to the masks' size) that lies on the mask's pixels."""
+    heatmaps, masks = np.asarray(heatmaps), np.asarray(masks)
+    up = np.stack([upsample_heatmap(h, masks.shape[1]) for h in heatmaps])
+    totals = up.sum(axis=(1, 2))
+    return np.divide((up * masks).sum(axis=(1, 2)), totals, out=np.full(len(up), np.nan), where=totals > 0)

@@ -4,7 +4,9 @@ The course this repository follows trains on ``train_signs.h5`` / ``test_signs.h
 not openly licensed. This module builds files with the same schema from the Sign Language Digits Dataset
 (Apache-2.0, https://github.com/ardamavi/Sign-Language-Digits-Dataset, pinned to one commit):
 
-* digits 0-5 only; per class, 180 training and 20 test images chosen with a fixed seed;
+* digits 0-5 (the course's six classes); per class, 180 training and 20 test images chosen with a
+  fixed seed. Digits 6-9 are built the same way into ``datasets/digits_6_9/`` for chapter 05's
+  transfer learning (``--digits 6-9``);
 * every image verified against ``datasets/signs_manifest.sha256`` before it is used;
 * 100x100 photos resized to 64x64 with an antialiasing filter (``prepare_image``), the same function
   that prepares "your own" photos later, so training and inference see images made the same way;
@@ -21,6 +23,7 @@ Command line (``make data`` runs the first form)::
 
     python -m signs_dataset                 # build datasets/*.h5 unless they are already there
     python -m signs_dataset --force         # rebuild them
+    python -m signs_dataset --digits 6-9    # digits 6-9 into datasets/digits_6_9/ (chapter 05)
     python -m signs_dataset manifest ZIP    # maintainers: regenerate the manifest from an archive
 
 This module does not import TensorFlow (only the download path does), so building data stays fast.
@@ -53,6 +56,8 @@ TRAIN_FILE = "train_signs.h5"
 TEST_FILE = "test_signs.h5"
 
 CLASSES = (0, 1, 2, 3, 4, 5)
+NEW_CLASSES = (6, 7, 8, 9)  # chapter 05: new signs for the network trained on CLASSES
+NEW_CLASSES_DIR = DATA_DIR / "digits_6_9"
 TRAIN_PER_CLASS = 180
 TEST_PER_CLASS = 20
 SPLIT_SEED = 0
@@ -219,31 +224,32 @@ def _strip_top_folder(member: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The split and the build
 # ----------------------------------------------------------------------------------------------------
-def split_names(names, seed: int = SPLIT_SEED) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Choose ``TRAIN_PER_CLASS`` + ``TEST_PER_CLASS`` images of each digit in ``CLASSES``.
+def split_names(names, seed: int = SPLIT_SEED, classes=CLASSES) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Choose ``TRAIN_PER_CLASS`` + ``TEST_PER_CLASS`` images of each digit in ``classes``.
 
     Per class, the file names are sorted, shuffled with a generator seeded by ``seed`` and cut: the
     first 20 go to the test set, the next 180 to the training set, the rest are not used. Each set is
     then shuffled so classes are interleaved, as in the course's files. Returns two lists of
-    ``(name, label)``.
+    ``(name, index)``, where ``index`` is the digit's position in ``classes`` (the digit itself for 0-5;
+    6-9 become 0-3, as a model's outputs are numbered; the files' ``list_classes`` maps them back).
     """
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for label in CLASSES:
-        in_class = sorted(n for n in names if n.startswith(f"Dataset/{label}/"))
+    for index, digit in enumerate(classes):
+        in_class = sorted(n for n in names if n.startswith(f"Dataset/{digit}/"))
         needed = TRAIN_PER_CLASS + TEST_PER_CLASS
         if len(in_class) < needed:
-            raise DatasetError(f"Digit {label} has {len(in_class)} images in the manifest; {needed} are needed.")
+            raise DatasetError(f"Digit {digit} has {len(in_class)} images in the manifest; {needed} are needed.")
         chosen = [in_class[i] for i in rng.permutation(len(in_class))[:needed]]
-        test += [(n, label) for n in chosen[:TEST_PER_CLASS]]
-        train += [(n, label) for n in chosen[TEST_PER_CLASS:]]
+        test += [(n, index) for n in chosen[:TEST_PER_CLASS]]
+        train += [(n, index) for n in chosen[TEST_PER_CLASS:]]
     train = [train[i] for i in rng.permutation(len(train))]
     test = [test[i] for i in rng.permutation(len(test))]
     return train, test
 
 
-def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path: Path = MANIFEST_PATH) -> tuple[Path, Path]:
-    """Build ``train_signs.h5`` and ``test_signs.h5`` in ``output_dir``; return their paths.
+def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path: Path = MANIFEST_PATH, classes=CLASSES) -> tuple[Path, Path]:
+    """Build ``train_signs.h5`` and ``test_signs.h5`` of the digits ``classes`` in ``output_dir``; return their paths.
 
     Both files are written under temporary names and renamed only once both are complete; on any
     error (or Ctrl-C) the temporary files are removed and existing files are left as they were.
@@ -253,7 +259,7 @@ def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path
     source = Path(source) if source is not None else find_source()
     manifest = read_manifest(manifest_path)
     images = read_verified_images(source, manifest)
-    train, test = split_names(manifest)
+    train, test = split_names(manifest, classes=classes)
 
     targets = {TRAIN_FILE: ("train", train), TEST_FILE: ("test", test)}
     temporary = {name: output_dir / f".{name}.partial-{os.getpid()}" for name in targets}
@@ -261,7 +267,7 @@ def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path
         for name, (prefix, items) in targets.items():
             x = np.stack([prepare_image(images[n]) for n, _ in items])
             y = np.array([label for _, label in items], dtype=np.int64)
-            _write_h5(temporary[name], prefix, x, y, source)
+            _write_h5(temporary[name], prefix, x, y, source, classes)
         for name in targets:
             os.replace(temporary[name], output_dir / name)
     finally:
@@ -270,11 +276,11 @@ def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path
     return output_dir / TRAIN_FILE, output_dir / TEST_FILE
 
 
-def _write_h5(path: Path, prefix: str, x: np.ndarray, y: np.ndarray, source: Path) -> None:
+def _write_h5(path: Path, prefix: str, x: np.ndarray, y: np.ndarray, source: Path, classes=CLASSES) -> None:
     with h5py.File(path, "w") as f:
         f.create_dataset(f"{prefix}_set_x", data=x)
         f.create_dataset(f"{prefix}_set_y", data=y)
-        f.create_dataset("list_classes", data=np.array(CLASSES, dtype=np.int64))
+        f.create_dataset("list_classes", data=np.array(classes, dtype=np.int64))
         f.attrs["source"] = f"Sign Language Digits Dataset, commit {PINNED_COMMIT} ({source.name})"
         f.attrs["license"] = "Apache-2.0"
         f.attrs["split_seed"] = SPLIT_SEED
@@ -284,11 +290,20 @@ def _write_h5(path: Path, prefix: str, x: np.ndarray, y: np.ndarray, source: Pat
 
 
 def ensure_built(data_dir: Path = DATA_DIR) -> tuple[Path, Path]:
-    """Return the two h5 paths in ``data_dir``, building them first if either is missing."""
-    train_path, test_path = Path(data_dir) / TRAIN_FILE, Path(data_dir) / TEST_FILE
+    """Return the two h5 paths in ``data_dir``, building them first if either is missing.
+
+    ``NEW_CLASSES_DIR`` gets digits 6-9, any other folder digits 0-5.
+    """
+    data_dir = Path(data_dir)
+    train_path, test_path = data_dir / TRAIN_FILE, data_dir / TEST_FILE
     if train_path.is_file() and test_path.is_file():
         return train_path, test_path
-    return build(data_dir)
+    return build(data_dir, classes=classes_for(data_dir))
+
+
+def classes_for(data_dir: Path) -> tuple[int, ...]:
+    """The digits this repository builds into ``data_dir``: 6-9 in ``NEW_CLASSES_DIR``, else 0-5."""
+    return NEW_CLASSES if Path(data_dir).resolve() == NEW_CLASSES_DIR.resolve() else CLASSES
 
 
 def make_manifest(archive: Path) -> str:
@@ -309,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m signs_dataset", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", default="build", choices=["build", "manifest"])
     parser.add_argument("archive", nargs="?", help="with 'manifest': the archive to describe")
-    parser.add_argument("--output-dir", type=Path, default=DATA_DIR, help="where to write the h5 files")
+    parser.add_argument("--digits", choices=["0-5", "6-9"], default="0-5", help="0-5: the course's six classes (default); 6-9: chapter 05's new signs")
+    parser.add_argument("--output-dir", type=Path, help="where to write the h5 files (default: datasets/, or datasets/digits_6_9/ for 6-9)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the files exist")
     args = parser.parse_args(argv)
     try:
@@ -318,16 +334,19 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("manifest needs the path of an archive")
             sys.stdout.write(make_manifest(Path(args.archive)))
             return 0
+        classes = NEW_CLASSES if args.digits == "6-9" else CLASSES
+        if args.output_dir is None:
+            args.output_dir = NEW_CLASSES_DIR if classes == NEW_CLASSES else DATA_DIR
         train_path, test_path = args.output_dir / TRAIN_FILE, args.output_dir / TEST_FILE
         if not args.force and train_path.is_file() and test_path.is_file():
             print(f"Dataset ready: {train_path} and {test_path} (use --force to rebuild).")
             return 0
         start = time.perf_counter()
         source = find_source()
-        build(args.output_dir, source)
+        build(args.output_dir, source, classes=classes)
         print(
-            f"Built {train_path} ({len(CLASSES) * TRAIN_PER_CLASS} images) and {test_path} "
-            f"({len(CLASSES) * TEST_PER_CLASS} images) from {source} in {time.perf_counter() - start:.1f} s."
+            f"Built {train_path} ({len(classes) * TRAIN_PER_CLASS} images of digits {args.digits}) and {test_path} "
+            f"({len(classes) * TEST_PER_CLASS} images) from {source} in {time.perf_counter() - start:.1f} s."
         )
         return 0
     except DatasetError as exc:

@@ -208,3 +208,32 @@ def test_prepare_image_rejects_truncated_and_huge_images(tmp_path):
     assert bomb.stat().st_size < 100_000
     with pytest.raises(sd.ImageError, match="more than the 40,000,000 allowed"):
         sd.prepare_image(bomb)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Digits 6-9 (chapter 05's new signs): built the same way, into their own folder
+# ----------------------------------------------------------------------------------------------------
+def test_digits_6_to_9_are_built_the_same_way(tmp_path, source_archive):
+    sd.build(tmp_path, source_archive, classes=sd.NEW_CLASSES)
+    x_train, y_train, x_test, y_test, classes = ru.load_dataset(tmp_path)
+    np.testing.assert_array_equal(classes, [6, 7, 8, 9])
+    np.testing.assert_array_equal(np.bincount(y_train.ravel()), [180] * 4)  # labels 0-3 index `classes`
+    np.testing.assert_array_equal(np.bincount(y_test.ravel()), [20] * 4)
+    assert x_train.shape == (720, 64, 64, 3) and x_test.shape == (80, 64, 64, 3)
+    train, test = sd.split_names(sd.read_manifest(), classes=sd.NEW_CLASSES)
+    assert all(name.startswith(f"Dataset/{sd.NEW_CLASSES[index]}/") for name, index in train + test)
+    assert not {n for n, _ in train} & {n for n, _ in test}
+
+
+def test_the_digits_6_to_9_folder_builds_digits_6_to_9(monkeypatch, tmp_path):
+    monkeypatch.setattr(sd, "NEW_CLASSES_DIR", tmp_path / "digits_6_9")
+    assert sd.classes_for(tmp_path / "digits_6_9") == sd.NEW_CLASSES
+    assert sd.classes_for(tmp_path / "elsewhere") == sd.CLASSES
+
+
+def test_command_line_builds_digits_6_to_9(tmp_path, source_archive, monkeypatch, capsys):
+    monkeypatch.setenv(sd.SOURCE_ENV, str(source_archive))
+    assert sd.main(["--digits", "6-9", "--output-dir", str(tmp_path)]) == 0
+    assert "720 images of digits 6-9" in capsys.readouterr().out
+    with h5py.File(tmp_path / sd.TRAIN_FILE) as f:
+        np.testing.assert_array_equal(f["list_classes"][:], [6, 7, 8, 9])
