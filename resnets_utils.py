@@ -210,8 +210,8 @@ def show_samples(X, Y, classes=None, n_per_class: int = 6, seed: int = 0, title:
     classes = np.unique(labels) if classes is None else np.asarray(classes).reshape(-1)
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(classes), n_per_class, figsize=(1.2 * n_per_class, 1.25 * len(classes)), squeeze=False)
-    for index, (row, label) in enumerate(zip(axes, classes)):
-        picks = rng.choice(np.flatnonzero(labels == index), size=n_per_class, replace=False)
+    for class_index, (row, label) in enumerate(zip(axes, classes)):
+        picks = rng.choice(np.flatnonzero(labels == class_index), size=n_per_class, replace=False)
         for ax, index in zip(row, picks):
             ax.imshow(X[index])
             ax.set_xticks([])
@@ -582,7 +582,7 @@ def grad_cam(model, images, layer_name: str, class_index=None) -> tuple[np.ndarr
 
 
 def upsample_heatmap(heatmap, size: int = 64) -> np.ndarray:
-    """A ``(h, w)`` heatmap resized bilinearly to ``(size, size)``, to lie over the photo."""
+    """A ``(h, w)`` heatmap (or a batch ``(n, h, w)``) resized bilinearly to ``size`` x ``size``, to lie over the photo."""
     return tf.image.resize(np.asarray(heatmap, dtype=np.float32)[..., None], (size, size), method="bilinear").numpy()[..., 0]
 
 
@@ -606,15 +606,15 @@ def hand_mask(images, threshold: int = 40) -> np.ndarray:
 
 def heatmap_peak_on(heatmaps, masks) -> np.ndarray:
     """For each heatmap (upsampled to the masks' size), whether its hottest pixel lies on the mask."""
-    heatmaps, masks = np.asarray(heatmaps), np.asarray(masks)
-    up = np.stack([upsample_heatmap(h, masks.shape[1]) for h in heatmaps])
+    masks = np.asarray(masks)
+    up = upsample_heatmap(heatmaps, masks.shape[1])
     peaks = up.reshape(len(up), -1).argmax(axis=1)
     return masks.reshape(len(masks), -1)[np.arange(len(masks)), peaks] & (up.max(axis=(1, 2)) > 0)
 
 
 def heatmap_mass_on(heatmaps, masks) -> np.ndarray:
     """Share of each heatmap's total (after upsampling to the masks' size) that lies on the mask's pixels."""
-    heatmaps, masks = np.asarray(heatmaps), np.asarray(masks)
-    up = np.stack([upsample_heatmap(h, masks.shape[1]) for h in heatmaps])
+    masks = np.asarray(masks)
+    up = upsample_heatmap(heatmaps, masks.shape[1])
     totals = up.sum(axis=(1, 2))
     return np.divide((up * masks).sum(axis=(1, 2)), totals, out=np.full(len(up), np.nan), where=totals > 0)
