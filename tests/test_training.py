@@ -87,6 +87,31 @@ def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
     assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine
+    assert not rt.DEFAULT.zero_init_residual and not rt.COURSE.zero_init_residual
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    recipe = rt.Recipe(name="zero", epochs=1, zero_init_residual=True)
+    model = rt.build_model(recipe, steps_per_epoch=1)
+    zeroed = rt.residual_branch_norms(model)
+    assert len(zeroed) == 16  # 3 + 4 + 6 + 3 blocks
+    assert all(not np.any(norm.gamma.numpy()) for norm in zeroed)
+    others = [layer for layer in model.layers if isinstance(layer, ru.layers.BatchNormalization) and layer not in zeroed]
+    assert len(others) == 53 - 16 and all(np.all(layer.gamma.numpy() == 1) for layer in others)
+    # a block whose main path ends at zero outputs ReLU(shortcut): check the first identity block
+    first_identity_add = [layer for layer in model.layers if isinstance(layer, ru.layers.Add)][1]
+    shortcut, output = first_identity_add.input[1], model.get_layer(first_identity_add.name).output
+    probe = ru.keras.Model(model.input, [shortcut, output])
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    shortcut_value, sum_value = probe.predict(x, verbose=0)
+    np.testing.assert_allclose(sum_value, shortcut_value, atol=1e-6)
+
+
+def test_residual_branch_norms_says_when_a_block_has_no_batch_norm_at_its_end():
+    inputs = ru.keras.Input((8, 8, 3))
+    outputs = ru.layers.Add()([ru.layers.Conv2D(3, 1)(inputs), inputs])
+    with pytest.raises(ValueError, match="expected its first input to come from a BatchNormalization"):
+        rt.residual_branch_norms(ru.keras.Model(inputs, outputs))
 
 
 @pytest.mark.parametrize(
