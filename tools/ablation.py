@@ -3,11 +3,12 @@
     python tools/ablation.py [--seed 0] [--output runs/ablation] [--variants NAME ...]
 
 Every variant trains with the same seed (same split, same initial weights, same batches) for the
-recipe's 20 epochs. The last variant adds a choice instead: one that was measured and left out. Reported: test accuracy after epochs 5, 10 and 15 (how soon the model is useful) and at
-the end (the weights the variant keeps). The test set is only measured, never
-used to choose. Results are saved after each variant to ``ablation.json``, so an interrupted run resumes
-where it stopped; ``ablation.md`` is the README's table. One seed per variant: differences of one or two
-test images (0.8-1.7 points) are within what another seed changes.
+recipe's 20 epochs; each undoes one choice of the default, except the last, which adds one that was
+measured and left out. Reported: test accuracy after epochs 5, 10 and 15 (how soon the model is useful)
+and at the end (the weights the variant keeps). The test set is only measured, never used to choose.
+Results are saved after each variant to ``ablation.json``, so an interrupted run resumes where it
+stopped; ``ablation.md`` is the README's table. One seed per variant: differences of one or two test
+images (0.8-1.7 points) are within what another seed changes.
 """
 
 from __future__ import annotations
