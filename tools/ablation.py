@@ -1,10 +1,10 @@
 """What each choice of the default recipe buys: train it with one choice undone at a time.
 
-    python tools/ablation.py [--seed 0] [--output runs/ablation] [--variants NAME ...]
+    python tools/ablation.py [--seed 0] [--epochs 20] [--output runs/ablation] [--variants NAME ...]
 
-Every variant trains with the same seed (same split, same initial weights, same batches) for the
-recipe's 20 epochs; each undoes one choice of the default, except the last, which adds one that was
-measured and left out. Reported: test accuracy after epochs 5, 10 and 15 (how soon the model is useful)
+Every variant trains with the same seed (same split, same initial weights, same batches) for the same
+number of epochs (the default recipe's, 20, unless ``--epochs`` says otherwise); each undoes one choice
+of the default, except the last, which adds one that was measured and left out. Reported: test accuracy after epochs 5, 10 and 15 (how soon the model is useful)
 and at the end (the weights the variant keeps). The test set is only measured, never used to choose.
 Results are saved after each variant to ``ablation.json``, so an interrupted run resumes where it
 stopped; ``ablation.md`` is the README's table. One seed per variant: differences of one or two test
@@ -45,8 +45,9 @@ def same_recipe(stored: dict, recipe: rt.Recipe) -> bool:
 
 def table(results: dict) -> str:
     """The README's table: test accuracy after epochs 5, 10 and 15, and of the weights each variant keeps."""
+    epochs = max((len(r["test_accuracy_by_epoch"]) for r in results.values()), default=0)
     lines = [
-        "| recipe, seed 0, 20 epochs | test acc. after epoch 5 | after epoch 10 | after epoch 15 | final (weights kept) |",
+        f"| recipe, seed 0, {epochs} epochs | test acc. after epoch 5 | after epoch 10 | after epoch 15 | final (weights kept) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name in (n for n in VARIANTS if n in results):
@@ -56,13 +57,15 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reuse_benchmark(results: dict, seed: int) -> None:
+def reuse_benchmark(results: dict, seed: int, epochs: int) -> None:
     """The full recipe with this seed may have run already in ``tools/benchmark_training.py``: reuse it."""
     path = ROOT / "runs" / "benchmark" / "default.json"
-    if "default recipe" in results or not path.exists():
+    recipe = dataclasses.replace(rt.DEFAULT, epochs=epochs)
+    stored = results.get("default recipe")
+    if (stored and same_recipe(stored["recipe"], recipe) and stored["seed"] == seed) or not path.exists():
         return
     run = json.loads(path.read_text())
-    if same_recipe(run.get("recipe_config", {}), rt.DEFAULT) and run["seed"] == seed:
+    if same_recipe(run.get("recipe_config", {}), recipe) and run["seed"] == seed:
         results["default recipe"] = {
             "recipe": run["recipe_config"],
             "seed": seed,
@@ -76,16 +79,19 @@ def reuse_benchmark(results: dict, seed: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=rt.DEFAULT.epochs, help=f"epochs for every variant (default {rt.DEFAULT.epochs})")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     results_path = args.output / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    reuse_benchmark(results, args.seed)
+    if args.epochs < 15:
+        parser.error(f"--epochs {args.epochs}: the table reports test accuracy after epoch 15, so train at least 15")
+    reuse_benchmark(results, args.seed, args.epochs)
     data = ru.load_dataset()
     for name in args.variants:
-        recipe = dataclasses.replace(rt.DEFAULT, **VARIANTS[name])
+        recipe = dataclasses.replace(rt.DEFAULT, epochs=args.epochs, **VARIANTS[name])
         if name in results and same_recipe(results[name]["recipe"], recipe) and results[name]["seed"] == args.seed:
             print(f"{name}: done already ({results[name]['test_accuracy']:.1%})", flush=True)
             continue
