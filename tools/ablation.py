@@ -4,11 +4,12 @@
 
 Every variant trains with the same seed (same split, same initial weights, same batches) for the same
 number of epochs (the default recipe's, 20, unless ``--epochs`` says otherwise); each undoes one choice
-of the default, except the last, which adds one that was measured and left out. Reported: test accuracy after epochs 5, 10 and 15 (how soon the model is useful)
-and at the end (the weights the variant keeps). The test set is only measured, never used to choose.
-Results are saved after each variant to ``ablation.json``, so an interrupted run resumes where it
-stopped; ``ablation.md`` is the README's table. One seed per variant: differences of one or two test
-images (0.8-1.7 points) are within what another seed changes.
+of the default, except the last, which adds one that was measured and left out. Reported: test accuracy
+after epochs 5, 10 and 15 (how soon the model is useful) and at the end (the weights the variant keeps).
+The test set is only measured, never used to choose. Results are saved after each variant to
+``ablation.json``, so an interrupted run resumes where it stopped; ``ablation.md`` is the README's table.
+One seed per variant: differences of one or two test images (0.8-1.7 points) are within what another
+seed changes.
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
     args = parser.parse_args(argv)
+    if args.epochs < 15:
+        parser.error(f"--epochs {args.epochs}: the table reports test accuracy after epoch 15, so train at least 15")
     args.output.mkdir(parents=True, exist_ok=True)
     results_path = args.output / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if args.epochs < 15:
-        parser.error(f"--epochs {args.epochs}: the table reports test accuracy after epoch 15, so train at least 15")
     reuse_benchmark(results, args.seed, args.epochs)
     data = ru.load_dataset()
     for name in args.variants:
