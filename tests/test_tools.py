@@ -4,11 +4,16 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 import resnets_train as rt
 
 _spec = importlib.util.spec_from_file_location("ablation", Path(__file__).resolve().parents[1] / "tools" / "ablation.py")
 ablation = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ablation)
+_spec = importlib.util.spec_from_file_location("gradcam_backbones", Path(__file__).resolve().parents[1] / "tools" / "gradcam_backbones.py")
+gradcam_backbones = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gradcam_backbones)
 
 
 def test_ablation_reuses_runs_stored_before_a_recipe_setting_existed():
@@ -31,3 +36,25 @@ def test_ablation_table_has_a_row_per_measured_variant_in_order():
         "| default recipe | 5.0% | 10.0% | 15.0% | 90.0% (epoch 17) |",
         "| no validation split: all 1,080 photos, last epoch kept | 5.0% | 10.0% | 15.0% | 80.0% (epoch 20) |",
     ]
+
+
+def test_gradcam_backbones_table_has_a_row_per_network():
+    def on_hand(mass, peaks, photos):
+        return {"hand_share": 0.2, "mass_on_hand": mass, "peak_on_hand": peaks, "photos": photos}
+
+    result = {"model": "runs/a/model.keras", "test_accuracy": 0.975, "own_task": on_hand(0.35, 55, 120),
+              "transfer_head_accuracy": 0.725, "transfer_accuracy": 0.7875, "transferred": on_hand(0.19, 14, 80)}
+    header, _, *rows = gradcam_backbones.table([result, {**result, "model": "runs/b/model.keras"}]).splitlines()
+    assert header.count("|") == 6
+    assert rows[0] == ("| runs/a/model.keras | 97.5% | 35.0% (hand 20.0%), 55 of 120 | 72.5%, 78.8% "
+                       "| 19.0% (hand 20.0%), 14 of 80 |")
+    assert rows[1].startswith("| runs/b/model.keras |")
+
+
+def test_gradcam_backbones_names_a_missing_model_before_measuring(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        gradcam_backbones.main([str(tmp_path / "nowhere.keras"), "--output", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "no such model file" in error and "nowhere.keras" in error and "make train" in error
+    assert not (tmp_path / "out").exists()

@@ -86,7 +86,7 @@ def test_validation_split_is_stratified_and_seeded():
 def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
-    assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 20
+    assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 25
     assert not rt.DEFAULT.zero_init_residual and not rt.COURSE.zero_init_residual
 
 
