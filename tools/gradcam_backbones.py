@@ -13,7 +13,7 @@ with the layer chapter 05 uses (stage 4's output, 4x4):
 Reported per network: the share of the heatmap mass on the hand (``ru.hand_mask``) against the hand's
 share of a photo, and in how many photos the hottest point is on the hand; plus the transfer accuracies.
 Writes ``gradcam_backbones.json`` and ``gradcam_backbones.md`` (the README's table) to ``--output``.
-Each network takes about two minutes (the transfer training).
+Each network takes about three minutes on the 2-core machine (the transfer training).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def on_hand(model, images) -> dict:
     }
 
 
-def measure(model_path: Path, new_digits) -> dict:
-    own_digits = ru.load_dataset()
+def measure(model_path: Path, own_digits, new_digits) -> dict:
+    """Both measurements for one network; ``own_digits`` and ``new_digits`` as ``ru.load_dataset`` returns them."""
     backbone = rtl.load_base(model_path)
     predictions = backbone.predict(ru.to_model_input(own_digits[2]), verbose=0).argmax(axis=1)
     transfer = rtl.train_transfer(seed=0, data=new_digits, base=rtl.load_base(model_path), verbose=0)
@@ -87,11 +87,11 @@ def main(argv=None) -> int:
     missing = [str(path) for path in args.models if not path.is_file()]
     if missing:
         parser.error(f"no such model file: {', '.join(missing)} (make train ARGS=\"--seed N --output-dir DIR\" writes one)")
-    new_digits = ru.load_dataset(signs_dataset.NEW_CLASSES_DIR)
+    own_digits, new_digits = ru.load_dataset(), ru.load_dataset(signs_dataset.NEW_CLASSES_DIR)
     results = []
     for path in args.models:
         print(f"Measuring {path} ...", flush=True)
-        results.append(measure(path, new_digits))
+        results.append(measure(path, own_digits, new_digits))
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "gradcam_backbones.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.output / "gradcam_backbones.md").write_text(table(results))
