@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup data lab test train transfer serve benchmark ablation load-test exercises grade notebooks figures references lock clean
+.PHONY: setup data lab test test-portability train transfer serve benchmark ablation load-test exercises grade notebooks figures references lock clean
 
 ## setup: create .venv (Python 3.11) and install the pinned requirements and this repo's modules
 setup: $(INSTALLED)
@@ -25,13 +25,23 @@ data: setup
 	$(BIN)/python -m signs_dataset
 	$(BIN)/python -m signs_dataset --digits 6-9
 
-## lab: set up, prepare the data and open JupyterLab on the notebooks (as root, common in containers, with --allow-root)
+## lab: set up, prepare the data and open JupyterLab at the repository root (as root, common in containers, with --allow-root)
 lab: data
-	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## test: set up, prepare the data, then the unit tests and every notebook under nbval
 test: data
 	$(BIN)/python -m pytest
+
+## test-portability: replay the notebooks under nbval with two other numeric back-ends, as on other CPUs
+## (oneDNN limited to AVX2 kernels; oneDNN off). NOTEBOOKS="notebooks/01_identity_block.ipynb ..." for fewer.
+BACKENDS ?= ONEDNN_MAX_CPU_ISA=AVX2 TF_ENABLE_ONEDNN_OPTS=0
+NOTEBOOKS ?= notebooks
+test-portability: data
+	@for backend in $(BACKENDS); do \
+		echo "== nbval with $$backend: $(NOTEBOOKS)"; \
+		env $$backend $(BIN)/python -m pytest $(NOTEBOOKS) || exit 1; \
+	done
 
 ## train: train ResNet50 with the default recipe into runs/default-seed0/ (pass ARGS="--seed 1 --epochs 10" etc.)
 train: data

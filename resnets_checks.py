@@ -90,14 +90,85 @@ def check_resnet50(ResNet50) -> None:
         raise CheckFailed(f"Calling ResNet50(input_shape=(64, 64, 3), classes=6) raised {_describe_exception(exc)}") from None
     if not isinstance(model, keras.Model):
         raise CheckFailed(f"ResNet50 must return a keras.Model; it returned {type(model).__name__}.")
+    check_blocks_per_stage(model)
     compare_layer_summaries(layer_summary(model), json.loads(RESNET50_REFERENCE.read_text()))
     totals = parameter_totals(model)
     if totals != RESNET50_TOTALS:
         raise CheckFailed(f"Parameter totals {totals} differ from the expected {RESNET50_TOTALS}.")
+    check_inference_mode(model)
     print(
         f"✓ ResNet50 passes: all {len(model.layers)} layers match the reference, "
         f"{totals['total']:,} parameters ({totals['trainable']:,} trainable, {totals['non_trainable']:,} non-trainable)."
     )
+
+
+# Each stage of ResNet50: the shape of its blocks' outputs, then (convolutional, identity) block counts.
+STAGES = {
+    "stage 2": ((15, 15, 256), (1, 2)),
+    "stage 3": ((8, 8, 512), (1, 3)),
+    "stage 4": ((4, 4, 1024), (1, 5)),
+    "stage 5": ((2, 2, 2048), (1, 2)),
+}
+
+
+def blocks_per_stage(model) -> dict[str, tuple[int, int]]:
+    """(convolutional, identity) blocks in each stage of ``model``, found by their ``Add`` layers.
+
+    A block's ``Add`` joins its main path with its shortcut. In a convolutional block both come out of a
+    batch normalization (the shortcut has its own convolution and batch norm); in an identity block the
+    shortcut is the block's input, the output of the block or pooling before it. The stage is read from
+    the shape of the block's output.
+    """
+    counts = {stage: [0, 0] for stage in STAGES}
+    for layer in model.layers:
+        if not isinstance(layer, layers.Add):
+            continue
+        shape = tuple(layer.output.shape[1:])
+        stage = next((name for name, (stage_shape, _) in STAGES.items() if stage_shape == shape), None)
+        if stage is None:
+            continue  # a block of the wrong shape: the layer-by-layer comparison names it
+        producers = [tensor._keras_history.operation for tensor in layer.input]
+        projection = all(isinstance(producer, layers.BatchNormalization) for producer in producers)
+        counts[stage][0 if projection else 1] += 1
+    return {stage: tuple(count) for stage, count in counts.items()}
+
+
+def check_blocks_per_stage(model) -> None:
+    """Raise ``CheckFailed`` naming the first stage whose blocks are not one convolutional block, then identity blocks."""
+    __tracebackhide__ = True
+
+    def blocks(count, kind):
+        return f"{count} {kind} block" + ("" if count == 1 else "s")
+
+    for stage, (conv, identity) in blocks_per_stage(model).items():
+        want_conv, want_identity = STAGES[stage][1]
+        if (conv, identity) != (want_conv, want_identity):
+            raise CheckFailed(
+                f"{stage} has {blocks(conv, 'convolutional')} and {blocks(identity, 'identity')}; it needs "
+                f"{blocks(want_conv, 'convolutional')}, then {blocks(want_identity, 'identity')} "
+                f"(stages 2 to 5 have 2, 3, 5 and 2 identity blocks)."
+            )
+
+
+def check_inference_mode(model) -> None:
+    """Raise ``CheckFailed`` if the model's batch normalization uses batch statistics at inference.
+
+    A block called with its default ``training=True`` fixes every batch norm in it to training mode, so
+    ``model(x)`` normalizes each batch by its own statistics: a photo's prediction then depends on the
+    other photos in its batch. Four photos predicted together and one at a time must agree.
+    """
+    __tracebackhide__ = True
+    photos = np.random.default_rng(0).random((4, *model.input.shape[1:]), dtype=np.float32)
+    together = np.asarray(model(photos))  # called as chapters 04-06 and Grad-CAM call it
+    one_at_a_time = np.concatenate([np.asarray(model(photos[i : i + 1])) for i in range(len(photos))])
+    difference = float(np.max(np.abs(together - one_at_a_time)))
+    if difference > 1e-4:
+        raise CheckFailed(
+            "Your model predicts a photo differently depending on the other photos in its batch (probabilities "
+            f"differ by up to {difference:.2f} between 4 photos at once and one at a time): its batch "
+            "normalization uses batch statistics at inference. Call every block with training=None, e.g. "
+            "identity_block(X, 3, [64, 64, 256], training=None); the blocks' own default is training=True."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------

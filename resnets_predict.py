@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import resnets_utils as ru
-from resnets_train import DEFAULT_OUTPUT_ROOT, MODEL_FILE
 
-DEFAULT_MODEL = DEFAULT_OUTPUT_ROOT / "default-seed0" / MODEL_FILE
-CLASSES = [0, 1, 2, 3, 4, 5]
+# Where `make train` (resnets_train) writes its runs, and the model the command line and the service use.
+RUNS_DIR = Path(__file__).resolve().parent / "runs"
+MODEL_FILE = "model.keras"
+DEFAULT_MODEL = RUNS_DIR / "default-seed0" / MODEL_FILE
+CLASSES = [0, 1, 2, 3, 4, 5]  # the SIGNS digits the default model predicts, in the order of its outputs
 
 
 class ModelError(RuntimeError):

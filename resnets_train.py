@@ -10,9 +10,6 @@ Two recipes, so the difference can be measured:
 * ``COURSE``: what the course and the systems this repository learns from use: Adam at 1e-3,
   categorical cross-entropy, batch 32, no augmentation, Keras' default batch-norm momentum (0.99).
 
-``Recipe.zero_init_residual`` (each residual block's last batch norm started at gamma = 0, so every block
-starts as its shortcut) is measured in the README but in neither recipe: the README says why.
-
 Both compile without XLA (``jit_compile=False``): on a CPU, Keras' default XLA compilation makes a
 ResNet50 training step about four times slower.
 
@@ -40,10 +37,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import resnets_utils as ru
+from resnets_predict import MODEL_FILE, RUNS_DIR
 from resnets_utils import keras, layers, tf
 
-DEFAULT_OUTPUT_ROOT = Path(__file__).resolve().parent / "runs"
-MODEL_FILE = "model.keras"
+DEFAULT_OUTPUT_ROOT = RUNS_DIR
 
 
 @dataclass(frozen=True)
@@ -63,13 +60,12 @@ class Recipe:
     augment: bool = False
     validation_per_class: int = 0  # images per class held out of training for validation
     restore_best: bool = False  # keep the weights of the epoch with the lowest validation loss
-    zero_init_residual: bool = False  # each block's last batch norm starts at gamma = 0: the block starts as its shortcut
 
 
 DEFAULT = Recipe(
     name="default",
-    epochs=25,  # 20 leaves a seed that jumps early (seed 1) no time to recover: 97.5% instead of 99.2% (README)
-    learning_rate=2e-3,  # the peak, after a one-epoch warm-up (1e-3 after two epochs measured no better: README)
+    epochs=25,  # at 20, a seed whose loss jumps early has too little time to recover (docs/results.md)
+    learning_rate=2e-3,  # the peak, after a one-epoch warm-up
     optimizer="adamw",
     weight_decay=5e-4,
     warmup_epochs=1,
@@ -146,22 +142,7 @@ def build_model(recipe: Recipe, steps_per_epoch: int, input_shape=(64, 64, 3), c
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = recipe.bn_momentum
-    if recipe.zero_init_residual:
-        for norm in residual_branch_norms(model):
-            norm.gamma.assign(np.zeros(norm.gamma.shape, dtype="float32"))
     return compile_model(model, recipe, steps_per_epoch)
-
-
-def residual_branch_norms(model) -> list:
-    """The batch-norm layer at the end of each block's main path (the first input of each ``Add``)."""
-    norms = []
-    for layer in model.layers:
-        if isinstance(layer, layers.Add):
-            producer = layer.input[0]._keras_history.operation
-            if not isinstance(producer, layers.BatchNormalization):
-                raise ValueError(f"{layer.name}: expected its first input to come from a BatchNormalization, got {producer.name}")
-            norms.append(producer)
-    return norms
 
 
 def compile_model(model, recipe: Recipe, steps_per_epoch: int):
@@ -285,30 +266,6 @@ class _RestoreBestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-
-
-class TestAccuracyEachEpoch(keras.callbacks.Callback):
-    """After every epoch, record the test accuracy and the training time so far, for reports only
-    (benchmarks, ablations): nothing is chosen with it. The time spent measuring is not counted."""
-
-    def __init__(self, images, labels):
-        super().__init__()
-        self.images, self.labels = ru.to_model_input(images), np.asarray(labels).reshape(-1)
-        self.records = []
-
-    def on_train_begin(self, logs=None):
-        self.elapsed, self.epoch_start = 0.0, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        epoch_s = time.perf_counter() - self.epoch_start  # before the measurement below
-        self.elapsed += epoch_s
-        predictions = self.model.predict(self.images, batch_size=64, verbose=0).argmax(axis=1)
-        self.records.append(
-            {"epoch": epoch + 1, "epoch_s": round(epoch_s, 2), "elapsed_s": round(self.elapsed, 2), "test_accuracy": float((predictions == self.labels).mean())}
-        )
 
 
 def versions() -> dict:

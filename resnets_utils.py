@@ -7,6 +7,8 @@ Every notebook, script and service imports what it needs from here, so each thin
   ``plot_class_balance``.
 * **Model**: ``identity_block``, ``convolutional_block``, ``ResNet50``; the notebooks teach the same code,
   and a test keeps the two identical.
+* **Results**: ``expect``, the check a chapter puts under a measurement: it states the conclusion, which
+  holds on every CPU, rather than trusting digits that differ from one CPU to another.
 * **Figures**: ``use_course_style`` (one matplotlib style for all chapters and ``images/``),
   ``plot_model`` (``keras.utils.plot_model`` with a clear message when Graphviz is missing).
 * **Experiments**: ``deep_stack`` and ``kernel_gradient_norms`` for chapter 01's measurement,
@@ -67,6 +69,26 @@ from keras.initializers import glorot_uniform, random_uniform  # noqa: E402
 
 # Okabe & Ito's palette: distinguishable with every common form of colour blindness.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a result must show
+# ----------------------------------------------------------------------------------------------------
+class ExpectationFailed(AssertionError):
+    """A measured result contradicts what the chapter teaches about it."""
+
+
+def expect(claim: str, holds: bool, measured: str | None = None) -> None:
+    """Check a conclusion the chapter draws from a measurement, and print it with a tick.
+
+    Numbers that come out of training differ a little from one CPU to another (the same sums run in a
+    different order), so the chapters do not rely on their digits; they state the conclusion instead,
+    with bounds that every CPU meets and a broken recipe does not. ``measured`` (the numbers behind the
+    claim) goes into the error message when the claim does not hold.
+    """
+    if not holds:
+        raise ExpectationFailed(f"Expected: {claim}. It does not hold" + (f"; measured: {measured}." if measured else "."))
+    print(f"✓ {claim}")
 
 
 # ----------------------------------------------------------------------------------------------------

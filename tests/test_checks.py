@@ -124,10 +124,31 @@ def test_blocks_called_eagerly_on_numpy_return_tensors():
         assert tuple(output.shape) == shape
 
 
-def test_resnet50_layer_comparator_names_the_first_mismatch():
+def test_resnet50_check_names_a_stage_with_the_wrong_number_of_blocks():
     four_identity_blocks = variant(ru.ResNet50, "for _ in range(5):", "for _ in range(4):")
-    with pytest.raises(rc.CheckFailed, match=r"Layer 132 differs from the reference(.|\n)*expected: \['Conv2D', \[None, 4, 4, 256\]"):
+    with pytest.raises(rc.CheckFailed, match=r"^stage 4 has 1 convolutional block and 4 identity blocks; it needs 1 convolutional block, then 5 identity blocks"):
         rc.check_resnet50(four_identity_blocks)
+    no_stage_2_projection = variant(ru.ResNet50, "X = convolutional_block(X, f=3, filters=[64, 64, 256], s=1, training=None)",
+                                    "X = layers.Conv2D(256, 1)(X)")
+    with pytest.raises(rc.CheckFailed, match=r"^stage 2 has 0 convolutional blocks and 2 identity blocks"):
+        rc.check_resnet50(no_stage_2_projection)
+
+
+def test_resnet50_check_catches_blocks_left_in_training_mode():
+    """Blocks called without training=None default to training=True: batch statistics at inference."""
+    training_mode = variant(ru.ResNet50, "training=None", "training=True", count=-1)
+    with pytest.raises(rc.CheckFailed, match=r"depending on the other photos in its batch(.|\n)*Call every block with training=None"):
+        rc.check_resnet50(training_mode)
+    defaults = variant(ru.ResNet50, ", training=None)", ")", count=-1)  # as a student would write it
+    with pytest.raises(rc.CheckFailed, match=r"batch normalization uses batch statistics at inference"):
+        rc.check_resnet50(defaults)
+
+
+def test_resnet50_layer_comparator_names_the_first_mismatch():
+    rows = json.loads(rc.RESNET50_REFERENCE.read_text())
+    fewer_layers = rows[:132] + rows[142:]  # one identity block of stage 4 missing
+    with pytest.raises(rc.CheckFailed, match=r"Layer 132 differs from the reference(.|\n)*expected: \['Conv2D', \[None, 4, 4, 256\]"):
+        rc.compare_layer_summaries(fewer_layers, rows)
     no_softmax = variant(ru.ResNet50, 'layers.Dense(classes, activation="softmax"', "layers.Dense(classes")
     with pytest.raises(rc.CheckFailed, match=r"Layer 176 differs(.|\n)*'softmax'(.|\n)*'linear'"):
         rc.check_resnet50(no_softmax)

@@ -2,11 +2,17 @@
 
 import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import resnets_train as rt
+import resnets_utils as ru
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import measurements  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("ablation", Path(__file__).resolve().parents[1] / "tools" / "ablation.py")
 ablation = importlib.util.module_from_spec(_spec)
@@ -18,9 +24,9 @@ _spec.loader.exec_module(gradcam_backbones)
 
 def test_ablation_reuses_runs_stored_before_a_recipe_setting_existed():
     stored = dataclasses.asdict(rt.DEFAULT)
-    del stored["zero_init_residual"]  # a run saved before the setting was added: it ran with the default
+    del stored["batch_size"]  # as if saved before the setting existed: it ran with the setting's default
     assert ablation.same_recipe(stored, rt.DEFAULT)
-    assert not ablation.same_recipe(stored, dataclasses.replace(rt.DEFAULT, zero_init_residual=True))
+    assert not ablation.same_recipe(stored, dataclasses.replace(rt.DEFAULT, batch_size=16))
     assert not ablation.same_recipe({**stored, "augment": False}, rt.DEFAULT)
 
 
@@ -58,3 +64,29 @@ def test_gradcam_backbones_names_a_missing_model_before_measuring(tmp_path, caps
     error = capsys.readouterr().err
     assert "no such model file" in error and "nowhere.keras" in error and "make train" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    model = rt.build_model(rt.Recipe(name="zero", epochs=1), steps_per_epoch=1)
+    zero_init = measurements.ZeroInitResidual()
+    zero_init.set_model(model)
+    zero_init.on_train_begin()
+    zeroed = measurements.residual_branch_norms(model)
+    assert len(zeroed) == 16  # 3 + 4 + 6 + 3 blocks
+    assert all(not np.any(norm.gamma.numpy()) for norm in zeroed)
+    others = [layer for layer in model.layers if isinstance(layer, ru.layers.BatchNormalization) and layer not in zeroed]
+    assert len(others) == 53 - 16 and all(np.all(layer.gamma.numpy() == 1) for layer in others)
+    # a block whose main path ends at zero outputs ReLU(shortcut): check the first identity block
+    first_identity_add = [layer for layer in model.layers if isinstance(layer, ru.layers.Add)][1]
+    shortcut, output = first_identity_add.input[1], model.get_layer(first_identity_add.name).output
+    probe = ru.keras.Model(model.input, [shortcut, output])
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    shortcut_value, sum_value = probe.predict(x, verbose=0)
+    np.testing.assert_allclose(sum_value, shortcut_value, atol=1e-6)
+
+
+def test_residual_branch_norms_says_when_a_block_has_no_batch_norm_at_its_end():
+    inputs = ru.keras.Input((8, 8, 3))
+    outputs = ru.layers.Add()([ru.layers.Conv2D(3, 1)(inputs), inputs])
+    with pytest.raises(ValueError, match="expected its first input to come from a BatchNormalization"):
+        measurements.residual_branch_norms(ru.keras.Model(inputs, outputs))

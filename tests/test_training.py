@@ -1,6 +1,8 @@
 """The training and predict entry points: a real (tiny) run end to end, atomic saves, clear errors."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,9 @@ from PIL import Image
 import resnets_predict
 import resnets_train as rt
 import resnets_utils as ru
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import measurements  # noqa: E402  (the benchmark's per-epoch tracker, checked on the same tiny run)
 
 TINY = rt.Recipe(name="tiny", epochs=1, batch_size=8, validation_per_class=1, augment=True, restore_best=True, bn_momentum=0.9)
 
@@ -19,7 +24,7 @@ def tiny_run(tmp_path_factory):
     x_train, y_train, x_test, y_test, classes = ru.load_dataset()
     pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:4] for c in range(6)])
     out = tmp_path_factory.mktemp("run")
-    tracker = rt.TestAccuracyEachEpoch(x_test[:12], y_test[:, :12])
+    tracker = measurements.TestAccuracyEachEpoch(x_test[:12], y_test[:, :12])
     data = (x_train[pick], y_train[:, pick], x_test[:12], y_test[:, :12], classes)
     result = rt.train(TINY, seed=3, output_dir=out, verbose=0, data=data, callbacks=[tracker])
     return out, {**result, "tracker": tracker}
@@ -87,31 +92,6 @@ def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
     assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 25
-    assert not rt.DEFAULT.zero_init_residual and not rt.COURSE.zero_init_residual
-
-
-def test_zero_init_residual_starts_every_block_as_its_shortcut():
-    recipe = rt.Recipe(name="zero", epochs=1, zero_init_residual=True)
-    model = rt.build_model(recipe, steps_per_epoch=1)
-    zeroed = rt.residual_branch_norms(model)
-    assert len(zeroed) == 16  # 3 + 4 + 6 + 3 blocks
-    assert all(not np.any(norm.gamma.numpy()) for norm in zeroed)
-    others = [layer for layer in model.layers if isinstance(layer, ru.layers.BatchNormalization) and layer not in zeroed]
-    assert len(others) == 53 - 16 and all(np.all(layer.gamma.numpy() == 1) for layer in others)
-    # a block whose main path ends at zero outputs ReLU(shortcut): check the first identity block
-    first_identity_add = [layer for layer in model.layers if isinstance(layer, ru.layers.Add)][1]
-    shortcut, output = first_identity_add.input[1], model.get_layer(first_identity_add.name).output
-    probe = ru.keras.Model(model.input, [shortcut, output])
-    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
-    shortcut_value, sum_value = probe.predict(x, verbose=0)
-    np.testing.assert_allclose(sum_value, shortcut_value, atol=1e-6)
-
-
-def test_residual_branch_norms_says_when_a_block_has_no_batch_norm_at_its_end():
-    inputs = ru.keras.Input((8, 8, 3))
-    outputs = ru.layers.Add()([ru.layers.Conv2D(3, 1)(inputs), inputs])
-    with pytest.raises(ValueError, match="expected its first input to come from a BatchNormalization"):
-        rt.residual_branch_norms(ru.keras.Model(inputs, outputs))
 
 
 @pytest.mark.parametrize(

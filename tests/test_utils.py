@@ -86,3 +86,15 @@ def test_show_samples_draws_one_row_per_class():
     fig = ru.show_samples(x, np.array([[0, 1, 2] * 4]), [0, 1, 2], n_per_class=4)
     assert len(fig.axes) == 12
     assert fig.axes[0].get_ylabel() == "y = 0"
+
+
+def test_expect_prints_the_claim_when_it_holds(capsys):
+    ru.expect("the residual network trains better", True, "0.94 against 0.51")
+    assert capsys.readouterr().out == "✓ the residual network trains better\n"
+
+
+def test_expect_names_the_claim_and_the_numbers_when_it_does_not():
+    with pytest.raises(ru.ExpectationFailed, match=r"Expected: test accuracy of at least 96%\. It does not hold; measured: 91.7%\."):
+        ru.expect("test accuracy of at least 96%", False, "91.7%")
+    with pytest.raises(AssertionError):  # a plain assert-style failure for pytest and nbval
+        ru.expect("anything", False)

@@ -27,6 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 import resnets_train as rt  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+from measurements import TestAccuracyEachEpoch  # noqa: E402
+
 THRESHOLDS = (0.90, 0.95, 0.98)
 CHECKPOINTS = (5, 10, 15, 20, 25)
 
@@ -36,7 +39,7 @@ def run_one(recipe_name: str, seed: int, epochs: int, result_path: Path) -> None
     import resnets_utils as ru
 
     data = ru.load_dataset()
-    tracker = rt.TestAccuracyEachEpoch(data[2], data[3])
+    tracker = TestAccuracyEachEpoch(data[2], data[3])
     recipe = dataclasses.replace(rt.RECIPES[recipe_name], epochs=epochs)
     result = rt.train(recipe, seed, output_dir=None, verbose=0, data=data, callbacks=[tracker])
     records = tracker.records
