@@ -60,7 +60,7 @@ serve: setup
 benchmark: data
 	$(BIN)/python tools/benchmark_training.py $(ARGS)
 
-## ablation: the default recipe with one choice undone at a time (about 80 minutes; README's table: ARGS="--epochs 20") -> runs/ablation/
+## ablation: the default recipe with one choice undone at a time (about 80 minutes; docs/results.md's table: ARGS="--epochs 20") -> runs/ablation/
 ablation: data
 	$(BIN)/python tools/ablation.py $(ARGS)
 

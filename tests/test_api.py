@@ -199,7 +199,7 @@ def server(model_file):
 
 
 def test_server_answers_the_readme_request(server, model, photos, tmp_path):
-    """The README's curl line, verbatim apart from the port."""
+    """The curl line in docs/guide.md, verbatim apart from the port."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed (CI installs it)")
     url, _ = server

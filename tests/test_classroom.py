@@ -189,7 +189,8 @@ def test_grader_marks_the_partly_correct_submission_exercise_by_exercise(graded)
     assert classroom.passed(rows["partly_correct", "02_convolutional_block"]["exercises"]["convolutional_block"])
     wrong = rows["partly_correct", "03_resnet50"]["exercises"]["ResNet50"]
     assert not classroom.passed(wrong)
-    assert wrong["visible"].startswith("failed: Layer")  # the check's own message names the first wrong layer
+    # the check's own message names the stage that lacks a block
+    assert wrong["visible"].startswith("failed: stage 4 has 1 convolutional block and 4 identity blocks; it needs")
 
 
 def test_hard_coded_visible_outputs_pass_the_visible_check_but_not_the_hidden_variants(graded):

@@ -3,12 +3,12 @@
     python tools/ablation.py [--seed 0] [--epochs 25] [--output runs/ablation] [--variants NAME ...]
 
 Every variant trains with the same seed (same split, same initial weights, same batches) for the same
-number of epochs (the default recipe's, 25, unless ``--epochs`` says otherwise; the README's table
+number of epochs (the default recipe's, 25, unless ``--epochs`` says otherwise; the table in docs/results.md
 was measured with ``--epochs 20``, the default's length when it was made); each undoes one choice
 of the default, except the last, which adds one that was measured and left out. Reported: test accuracy
 after epochs 5, 10 and 15 (how soon the model is useful) and at the end (the weights the variant keeps).
 The test set is only measured, never used to choose. Results are saved after each variant to
-``ablation.json``, so an interrupted run resumes where it stopped; ``ablation.md`` is the README's table.
+``ablation.json``, so an interrupted run resumes where it stopped; ``ablation.md`` is the table in docs/results.md.
 One seed per variant: differences of one or two test images (0.8-1.7 points) are within what another
 seed changes.
 """
@@ -51,7 +51,7 @@ def same_recipe(stored: dict, recipe: rt.Recipe) -> bool:
 
 
 def table(results: dict) -> str:
-    """The README's table: test accuracy after epochs 5, 10 and 15, and of the weights each variant keeps."""
+    """The table in docs/results.md: test accuracy after epochs 5, 10 and 15, and of the weights each variant keeps."""
     epochs = max((len(r["test_accuracy_by_epoch"]) for r in results.values()), default=0)
     lines = [
         f"| recipe, seed 0, {epochs} epochs | test acc. after epoch 5 | after epoch 10 | after epoch 15 | final (weights kept) |",

@@ -8,7 +8,7 @@ accuracy is measured, only to report it, never to choose anything.
 Reported per recipe: training throughput (images/s over the epochs after the first, which also builds
 the graph), the time and epoch at which test accuracy first reaches 90%, 95% and 98%, the test accuracy
 at epochs 5, 10, 15, 20 and 25 and at the end (the weights the recipe keeps), and the peak resident memory
-of the process. Writes ``benchmark.json`` and ``benchmark.md`` (the README's tables) to ``--output``.
+of the process. Writes ``benchmark.json`` and ``benchmark.md`` (the tables in docs/results.md) to ``--output``.
 Keep the machine otherwise idle while it runs: the times are wall-clock times.
 """
 

@@ -12,7 +12,7 @@ with the layer chapter 05 uses (stage 4's output, 4x4):
 
 Reported per network: the share of the heatmap mass on the hand (``ru.hand_mask``) against the hand's
 share of a photo, and in how many photos the hottest point is on the hand; plus the transfer accuracies.
-Writes ``gradcam_backbones.json`` and ``gradcam_backbones.md`` (the README's table) to ``--output``.
+Writes ``gradcam_backbones.json`` and ``gradcam_backbones.md`` (the table in docs/results.md) to ``--output``.
 Each network takes about three minutes on the 2-core machine (the transfer training).
 """
 
@@ -62,7 +62,7 @@ def measure(model_path: Path, own_digits, new_digits) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    """The README's table: one row per network."""
+    """The table in docs/results.md: one row per network."""
     def cell(r):
         return f"{r['mass_on_hand']:.1%} (hand {r['hand_share']:.1%}), {r['peak_on_hand']} of {r['photos']}"
 

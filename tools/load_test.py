@@ -4,7 +4,7 @@
 
 Starts ``python api.py`` (Waitress) on a free loopback port, or uses ``--url`` if it points at this machine
 (loopback only: this script never loads someone else's server). Each client keeps one connection open and
-posts a 64x64 test photo (PNG) as the README's curl line does, one request after another; the number of
+posts a 64x64 test photo (PNG) as the curl line in docs/guide.md does, one request after another; the number of
 requests per level is fixed, so a run is bounded. Reports p50/p95/max latency, requests per second and
 errors per level, and writes them to ``load_test.json`` and ``load_test.md`` in ``--output``.
 """
