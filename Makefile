@@ -25,9 +25,10 @@ data: setup
 	$(BIN)/python -m signs_dataset
 	$(BIN)/python -m signs_dataset --digits 6-9
 
-## lab: set up, prepare the data and open JupyterLab at the repository root (as root, common in containers, with --allow-root)
+## lab: set up, prepare the data and open JupyterLab at the repository root (as root, common in containers, with --allow-root;
+## LAB_ARGS="--no-browser --port 8890" etc. for more options)
 lab: data
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 ## test: set up, prepare the data, then the unit tests and every notebook under nbval
 test: data
