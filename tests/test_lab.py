@@ -6,6 +6,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,13 +41,15 @@ def lab():
     """`make lab` as a student runs it, on a free loopback port, with no browser and a token of our own."""
     port, token = _free_port(), secrets.token_hex(16)
     args = f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
-    process = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: Jupyter logs every request, and a full pipe blocks it
+    process = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"], cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             if process.poll() is not None:
-                pytest.fail(f"make lab exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+                log.seek(0)
+                pytest.fail(f"make lab exited with {process.returncode}: {log.read()[-2000:]}")
             try:
                 if requests.get(f"{url}/api/status", params={"token": token}, timeout=2).ok:
                     break
@@ -61,6 +64,7 @@ def lab():
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
+        log.close()
 
 
 def test_every_chapter_and_the_readme_show_images():
