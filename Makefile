@@ -74,9 +74,9 @@ load-test: data
 exercises: setup
 	$(BIN)/python -m classroom exercises
 
-## grade: grade submitted notebooks, e.g. make grade SUBMISSIONS=~/class/submissions -> runs/grades/grades.md
+## grade: grade submitted notebooks, each in a bubblewrap sandbox, e.g. make grade SUBMISSIONS=~/class/submissions -> runs/grades/grades.md
 grade: setup
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-or-notebook [ARGS='--cell-timeout 120 --variant-seed 7']"; exit 2; }
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-or-notebook [ARGS='--cell-timeout 120 --variant-seed 7 --jobs 2']"; exit 2; }
 	$(BIN)/python -m classroom grade "$(SUBMISSIONS)" $(ARGS)
 
 ## notebooks: execute every notebook in order, in place, stopping at the first error

@@ -109,11 +109,51 @@ def test_reference_cases_match_the_stored_inputs():
 
 @pytest.mark.parametrize("kind", ["identity_block", "convolutional_block"])
 def test_stored_block_references_match_the_module(kind):
-    """The stored outputs are what resnets_utils computes now; regenerate them if the module changes on purpose."""
+    """The stored structures and outputs are what resnets_utils gives now; regenerate them if the module changes on purpose."""
     stored = json.loads(rc.BLOCKS_REFERENCE.read_text())[kind]
     for entry in stored:
-        output = rc._call_block(kind, getattr(ru, kind), entry["case"], rc._block_input())
-        np.testing.assert_allclose(output, np.array(entry["output"]), rtol=1e-4, atol=1e-4)
+        evidence = rc.block_evidence(kind, getattr(ru, kind), entry["case"])
+        assert evidence["structure"] == entry["structure"]
+        np.testing.assert_allclose(evidence["output"], np.array(entry["output"]), rtol=1e-4, atol=1e-4)
+
+
+def test_checks_never_call_the_reference_implementation(monkeypatch):
+    """The grader hides resnets_utils' answers from a submission; the notebook's own check must still work then."""
+    def hidden(*args, **kwargs):
+        raise AssertionError("a check called the reference implementation")
+
+    for name in ("identity_block", "convolutional_block"):
+        block = getattr(ru, name)
+        with monkeypatch.context() as patch:
+            patch.setattr(ru, name, hidden)
+            getattr(rc, f"check_{name}")(block)
+    model = ru.ResNet50  # uses ru's blocks: chapter 03 hands them out, only ResNet50 is hidden while grading it
+    monkeypatch.setattr(ru, "ResNet50", hidden)
+    rc.check_resnet50(model)
+
+
+def test_evidence_is_plain_data_and_the_judge_needs_nothing_else():
+    evidence = rc.block_evidence("identity_block", ru.identity_block, rc.BLOCK_CASES["identity_block"][0])
+    assert set(evidence) == {"structure", "output"} and isinstance(evidence["output"], np.ndarray)
+    json.dumps(evidence["structure"])
+    reference = json.loads(rc.BLOCKS_REFERENCE.read_text())["identity_block"][0]
+    rc.judge_block("identity_block", reference["case"], evidence, reference)
+    evidence["output"] = evidence["output"] + 0.01  # what a forged or tampered output looks like to the judge
+    with pytest.raises(rc.CheckFailed, match="values differ from the reference"):
+        rc.judge_block("identity_block", reference["case"], evidence, reference)
+
+
+def test_probe_weights_make_same_structure_predict_the_same_and_catch_training_mode():
+    reference = rc.resnet50_evidence(ru.ResNet50, (64, 64, 3), 6, probe_weights=True)
+    again = rc.resnet50_evidence(ru.ResNet50, (64, 64, 3), 6, probe_weights=True)
+    np.testing.assert_array_equal(reference["one_at_a_time"], again["one_at_a_time"])
+    spread = reference["one_at_a_time"].max(axis=1) - reference["one_at_a_time"].min(axis=1)
+    assert (spread > 0.01).all() and (reference["one_at_a_time"].max() < 0.99), "probabilities must not be flat or saturated"
+    rows = json.loads(rc.RESNET50_REFERENCE.read_text())
+    rc.judge_resnet50(again, rows, rc.RESNET50_TOTALS, reference["one_at_a_time"])
+    swapped = variant(ru.ResNet50, "X = layers.AveragePooling2D((2, 2))(X)", "X = layers.AveragePooling2D((2, 2))(X) * 1.5")
+    with pytest.raises(rc.CheckFailed, match="with the same weights its predictions differ from the reference's"):
+        rc.judge_resnet50(rc.resnet50_evidence(swapped, (64, 64, 3), 6, probe_weights=True), rows, rc.RESNET50_TOTALS, reference["one_at_a_time"])
 
 
 def test_blocks_called_eagerly_on_numpy_return_tensors():
