@@ -18,8 +18,8 @@ Endpoints:
 
 Every error is JSON, ``{"error": "..."}``, with a 4xx status that says whose fault it was: 400 for a
 missing, empty, corrupt or extra file, 404/405 for a wrong route or method, 413 for an upload over
-``MAX_UPLOAD_BYTES`` or an image over ``MAX_IMAGE_PIXELS`` pixels once decoded, 415 for a file that is not
-an image.
+``MAX_UPLOAD_BYTES`` or an image over the pixel limits of ``signs_dataset`` (read from its header), 415
+for a file that is not a JPEG, PNG, WebP, GIF or BMP image.
 """
 
 from __future__ import annotations

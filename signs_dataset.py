@@ -32,6 +32,7 @@ This module does not import TensorFlow (only the download path does), so buildin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import os
@@ -63,9 +64,20 @@ TEST_PER_CLASS = 20
 SPLIT_SEED = 0
 IMAGE_SIZE = 64
 
-# Photos larger than this are refused before decoding (Pillow's decompression-bomb guard warns at a
-# similar size; we make it an error so a tiny file cannot expand into gigabytes of pixels).
+# The formats phones and browsers produce. Pillow is told to try only these, so every other format it
+# could read (ICO, TIFF, AVIF, PSD, ...) is refused from its first bytes, before any decoder runs:
+# fewer decoders, fewer of their bugs and costs (Pillow's security notes advise the same).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG includes MPO, the multi-picture JPEG of some phones
+ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF or BMP"
+# Pixel limits, read from the header before decoding. A JPEG is decoded at a reduced scale (at least
+# DRAFT_SIDE pixels on its short side), so a 40-megapixel phone photo costs little; the lossless formats
+# decode at full size, so they get a lower limit: 12 MP, a 4032x3024 camera frame (a 12-MP WebP costs
+# about 190 MB while it is decoded: tools/decode_cost.py).
 MAX_IMAGE_PIXELS = 40_000_000
+MAX_LOSSLESS_PIXELS = 12_000_000
+DRAFT_SIDE = 256
+# The dataset's images are about 10 kB; a member this large is not one of them, whatever its name.
+MAX_MEMBER_BYTES = 2 * 2**20
 
 
 class DatasetError(RuntimeError):
@@ -93,35 +105,50 @@ def prepare_image(source, size: int = IMAGE_SIZE) -> np.ndarray:
     ``source`` is a path, a binary file object, raw ``bytes`` or a ``PIL.Image``. The photo is rotated
     as its EXIF orientation says, converted to RGB (greyscale, palette and RGBA images included; a
     transparent background becomes white), centre-cropped to a square and resized with Lanczos
-    filtering, which antialiases when it shrinks. Raises ``ImageError`` for anything that is not a
-    readable image.
+    filtering, which antialiases when it shrinks. Only ``ACCEPTED_FORMATS`` are opened; the pixel limits
+    are checked from the header; a large JPEG is decoded at a reduced scale and any large image is
+    box-reduced before the filtering (an image under ``DRAFT_SIDE`` pixels a side, like the dataset's,
+    takes exactly the same path as before). Raises ``ImageError`` for anything that is not a usable image.
     """
     if isinstance(source, Image.Image):
-        image = source
-    else:
-        name = str(source) if isinstance(source, (str, Path)) else "The uploaded file"
-        if isinstance(source, (bytes, bytearray)):
-            if not source:
-                raise NotAnImageError("The image file is empty.")
-            source = io.BytesIO(source)
-        try:
-            image = Image.open(source)
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ImageTooLargeError(
-                    f"{name} is {image.width}x{image.height} pixels, more than the "
-                    f"{MAX_IMAGE_PIXELS:,} allowed; resize it before classifying it."
-                )
-            image.load()
-        except ImageError:
-            raise
-        except FileNotFoundError:
-            raise ImageError(f"{name} does not exist.") from None
-        except UnidentifiedImageError:
-            raise NotAnImageError(f"{name} is not an image Pillow can read (JPEG, PNG, ...).") from None
-        except Image.DecompressionBombError as exc:  # Pillow's own guard, far above MAX_IMAGE_PIXELS
-            raise ImageTooLargeError(f"{name} is too large to decode safely: {exc}") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{name} could not be decoded, it may be truncated or corrupt: {exc}") from None
+        return _fit(source, size)
+    name = str(source) if isinstance(source, (str, Path)) else "The uploaded file"
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise NotAnImageError("The image file is empty.")
+        source = io.BytesIO(source)
+    try:
+        image = Image.open(source, formats=ACCEPTED_FORMATS)
+        limit = MAX_IMAGE_PIXELS if image.format in ("JPEG", "MPO") else MAX_LOSSLESS_PIXELS
+        if image.width * image.height > limit:
+            raise ImageTooLargeError(
+                f"{name} is {image.width}x{image.height} pixels, more than the {limit:,} allowed for "
+                f"{image.format} images; resize it before classifying it."
+            )
+        if image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))  # decode at 1/2, 1/4 or 1/8 scale when that still leaves enough pixels
+        image.load()
+        return _fit(image, size)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{name} does not exist.") from None
+    except UnidentifiedImageError:
+        raise NotAnImageError(f"{name} is not a {ACCEPTED_NAMES} image.") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, above our limits
+        raise ImageTooLargeError(f"{name} is too large to decode safely: {exc}") from None
+    except MemoryError:
+        raise ImageTooLargeError(f"{name} needs more memory to decode than is available.") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder's error (OSError, SyntaxError, RuntimeError, struct.error, ...) means a bad file
+        raise ImageError(f"{name} could not be decoded, it may be truncated or corrupt: {type(exc).__name__}: {exc}") from None
+
+
+def _fit(image: Image.Image, size: int) -> np.ndarray:
+    reduction = min(image.size) // DRAFT_SIDE
+    if reduction >= 2:  # a cheap integer box reduction first, before any full-size copy; the Lanczos filter below does the rest
+        if image.mode in ("1", "P"):  # box reduction needs real grey or colour values
+            image = image.convert("RGBA" if image.mode == "P" and "transparency" in image.info else "L" if image.mode == "1" else "RGB")
+        image = image.reduce(reduction)  # keeps image.info, and with it the EXIF orientation
     image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -201,7 +228,7 @@ def read_verified_images(archive: Path, manifest: dict[str, str]) -> dict[str, b
                     raise DatasetError(
                         f"{archive} lacks {name}: it is incomplete or not the pinned commit {PINNED_COMMIT}. {advice}"
                     )
-                data = zf.read(members[name])
+                data = _read_member(zf, members[name], name, archive, advice)
                 actual = hashlib.sha256(data).hexdigest()
                 if actual != expected:
                     raise DatasetError(
@@ -214,6 +241,25 @@ def read_verified_images(archive: Path, manifest: dict[str, str]) -> dict[str, b
         raise DatasetError(f"{archive} is not a readable zip archive ({exc}); it may be truncated. {advice}") from None
     except OSError as exc:
         raise DatasetError(f"Could not read {archive}: {exc}. {advice}") from None
+
+
+def _read_member(zf: zipfile.ZipFile, member: str, name: str, archive: Path, advice: str) -> bytes:
+    """A member's bytes, read in chunks and refused past ``MAX_MEMBER_BYTES`` (whatever its header claims),
+    so a huge file under a dataset name costs no more memory than a real image."""
+    too_big = DatasetError(
+        f"{name} in {archive} is larger than {MAX_MEMBER_BYTES:,} bytes, far larger than any image of the dataset: "
+        f"the archive is not the pinned one. {advice}"
+    )
+    if zf.getinfo(member).file_size > MAX_MEMBER_BYTES:
+        raise too_big
+    chunks, total = [], 0
+    with zf.open(member) as f:
+        while chunk := f.read(2**16):
+            total += len(chunk)
+            if total > MAX_MEMBER_BYTES:
+                raise too_big
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _strip_top_folder(member: str) -> str:
@@ -255,7 +301,6 @@ def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path
     error (or Ctrl-C) the temporary files are removed and existing files are left as they were.
     """
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     source = Path(source) if source is not None else find_source()
     manifest = read_manifest(manifest_path)
     images = read_verified_images(source, manifest)
@@ -264,16 +309,47 @@ def build(output_dir: Path = DATA_DIR, source: Path | None = None, manifest_path
     targets = {TRAIN_FILE: ("train", train), TEST_FILE: ("test", test)}
     temporary = {name: output_dir / f".{name}.partial-{os.getpid()}" for name in targets}
     try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_partial_files(output_dir)
         for name, (prefix, items) in targets.items():
             x = np.stack([prepare_image(images[n]) for n, _ in items])
             y = np.array([label for _, label in items], dtype=np.int64)
             _write_h5(temporary[name], prefix, x, y, source, classes)
         for name in targets:
             os.replace(temporary[name], output_dir / name)
+    except OSError as exc:  # a read-only or full folder, a file where the folder should be
+        raise DatasetError(
+            f"could not write the dataset to {output_dir}: {exc.strerror or exc}. Make that folder writable by you "
+            "(or free some space), or build into another folder: `python -m signs_dataset --output-dir DIR`, "
+            "then `ru.load_dataset(DIR)`."
+        ) from None
     finally:
         for path in temporary.values():
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
     return output_dir / TRAIN_FILE, output_dir / TEST_FILE
+
+
+def remove_stale_partial_files(output_dir: Path) -> list[Path]:
+    """Remove the temporary files of builds that were killed (their process is gone); return them."""
+    removed = []
+    for path in output_dir.glob(".*.partial-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def _write_h5(path: Path, prefix: str, x: np.ndarray, y: np.ndarray, source: Path, classes=CLASSES) -> None:
@@ -351,9 +427,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. a full disk or a read-only folder while writing the h5 files
-        print(f"error: could not write the dataset to {args.output_dir}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -115,14 +116,35 @@ def test_exif_orientation_is_applied(client):
     assert a["label"] == b["label"] and a["probability"] == pytest.approx(b["probability"], abs=0.02)
 
 
+def _ico_bomb() -> bytes:
+    """An ICO file whose single entry is a 12000x12000 PNG: Pillow decodes it inside Image.open, were ICO accepted."""
+    png = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(png, "PNG")
+    data = png.getvalue()
+    header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(data), 22)
+    return header + data
+
+
+def _corrupt_avif() -> bytes:
+    """A small AVIF with two bytes changed: its decoder raised RuntimeError (an HTTP 500) when AVIF was accepted."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(buffer, "AVIF")
+    data = bytearray(buffer.getvalue())
+    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 + 7] ^= 0xFF
+    return bytes(data)
+
+
 BAD_REQUESTS = {
     "missing field": (lambda photos: {"data": {"photo": (io.BytesIO(photos["photo.png"]), "x.png")}}, 400, "field 'image'"),
     "no file at all": (lambda photos: {"data": {}}, 400, "field 'image'"),
     "a JSON body": (lambda photos: {"json": {"image": "x"}}, 400, "field 'image'"),
     "empty file": (lambda photos: {"data": {"image": (io.BytesIO(b""), "empty.jpg")}}, 400, "is empty"),
-    "not an image": (lambda photos: {"data": {"image": (io.BytesIO(b"%PDF-1.7 hello"), "doc.pdf")}}, 415, "not an image"),
+    "not an image": (lambda photos: {"data": {"image": (io.BytesIO(b"%PDF-1.7 hello"), "doc.pdf")}}, 415, "is not a JPEG, PNG, WebP, GIF or BMP image"),
     "truncated image": (lambda photos: {"data": {"image": (io.BytesIO(photos["photo.jpg"][:2000]), "cut.jpg")}}, 400, "truncated or corrupt"),
-    "decompression bomb": (lambda photos: {"data": {"image": (io.BytesIO(_bomb()), "bomb.png")}}, 413, "more than the 40,000,000 allowed"),
+    "decompression bomb": (lambda photos: {"data": {"image": (io.BytesIO(_bomb()), "bomb.png")}}, 413, "more than the 12,000,000 allowed for PNG images"),
+    "an ICO wrapping a huge PNG": (lambda photos: {"data": {"image": (io.BytesIO(_ico_bomb()), "icon.ico")}}, 415, "is not a JPEG, PNG, WebP, GIF or BMP image"),
+    "a corrupt AVIF": (lambda photos: {"data": {"image": (io.BytesIO(_corrupt_avif()), "photo.avif")}}, 415, "is not a JPEG, PNG, WebP, GIF or BMP image"),
     "two images": (lambda photos: {"data": {"image": [(io.BytesIO(photos["photo.png"]), "a.png"), (io.BytesIO(photos["photo.png"]), "b.png")]}}, 400, "exactly one file"),
     "an image and another file": (lambda photos: {"data": {"image": (io.BytesIO(photos["photo.png"]), "a.png"), "extra": (io.BytesIO(b"x"), "b.txt")}}, 400, "exactly one file"),
     "over the size limit": (lambda photos: {"data": {"image": (io.BytesIO(b"\xff" * (api.MAX_UPLOAD_BYTES + 1)), "huge.jpg")}}, 413, "10 MB limit"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_docs import _anchors
 
 import resnets_utils as ru
 
@@ -88,7 +89,11 @@ def test_local_links_and_images_exist(path):
             continue
         for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
             if not re.match(r"[a-z]+://", target):
-                assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
+                file_part, _, anchor = target.partition("#")
+                linked = path.parent / file_part
+                assert linked.exists(), f"{path.name} links to missing {target}"
+                if anchor:
+                    assert anchor in _anchors(linked), f"{path.name} links to {target}: no such heading in {linked.name}"
 
 
 NBVAL_TAGS = {"nbval-ignore-output", "nbval-check-output", "nbval-skip", "nbval-raises-exception"}

@@ -1,13 +1,17 @@
 """The SIGNS-format data pipeline: schema, split, integrity checks, atomic builds, course-style loading."""
 
 import hashlib
+import io
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import resnets_utils as ru
 import signs_dataset as sd
@@ -147,8 +151,8 @@ def test_interrupted_rebuild_keeps_the_previous_files(built_dataset, tmp_path, s
     for name in (sd.TRAIN_FILE, sd.TEST_FILE):
         shutil.copy(built_dataset / name, tmp_path / name)
     before = hashlib.sha256((tmp_path / sd.TRAIN_FILE).read_bytes()).hexdigest()
-    monkeypatch.setattr(sd, "_write_h5", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(sd, "_write_h5", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(sd.DatasetError, match=r"could not write the dataset to .*: No space left on device\. Make that folder writable"):
         sd.build(tmp_path, source_archive)
     assert hashlib.sha256((tmp_path / sd.TRAIN_FILE).read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [sd.TEST_FILE, sd.TRAIN_FILE]
@@ -191,7 +195,7 @@ def test_prepare_image_handles_phone_style_photos(tmp_path):
 
 @pytest.mark.parametrize(
     "payload, message",
-    [(b"", "empty"), (b"not an image at all", "not an image Pillow can read")],
+    [(b"", "empty"), (b"not an image at all", "is not a JPEG, PNG, WebP, GIF or BMP image")],
 )
 def test_prepare_image_rejects_non_images(payload, message):
     with pytest.raises(sd.ImageError, match=message):
@@ -206,8 +210,84 @@ def test_prepare_image_rejects_truncated_and_huge_images(tmp_path):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (8000, 8000)).save(bomb)  # a few kB on disk, 64 million pixels decoded
     assert bomb.stat().st_size < 100_000
-    with pytest.raises(sd.ImageError, match="more than the 40,000,000 allowed"):
+    with pytest.raises(sd.ImageError, match="more than the 12,000,000 allowed for PNG images"):
         sd.prepare_image(bomb)
+
+
+def _image_bytes(size, format, mode="RGB", **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, (200, 120, 40) if mode == "RGB" else 0).save(buffer, format, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("format", ["ICO", "TIFF", "AVIF", "PPM", "TGA"])
+def test_prepare_image_opens_only_the_formats_phones_and_browsers_make(format):
+    with pytest.raises(sd.NotAnImageError, match="is not a JPEG, PNG, WebP, GIF or BMP image"):
+        sd.prepare_image(_image_bytes((32, 32), format))
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_prepare_image_reads_the_accepted_formats(format):
+    assert sd.prepare_image(_image_bytes((80, 60), format)).shape == (64, 64, 3)
+
+
+def test_a_large_photo_is_decoded_at_a_reduced_scale_and_a_small_one_exactly_as_before():
+    # 6000x4000 (24 MP): over the lossless limit, under the JPEG one; decoded at 1/8 scale.
+    big = sd.prepare_image(_image_bytes((6000, 4000), "JPEG", quality=90))
+    assert big.shape == (64, 64, 3) and abs(int(big[32, 32, 0]) - 200) < 8
+    with pytest.raises(sd.ImageTooLargeError, match="allowed for PNG images"):
+        sd.prepare_image(_image_bytes((6000, 4000), "PNG"))
+    small = Image.new("RGB", (100, 100))
+    small.putdata([(x % 256, (3 * x) % 256, (7 * x) % 256) for x in range(100 * 100)])
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG")
+    exact = np.asarray(ImageOps.fit(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), (64, 64), method=Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(sd.prepare_image(buffer.getvalue()), exact)  # the dataset's own path, unchanged
+
+
+def test_a_large_sideways_photo_is_reduced_and_still_turned_upright(tmp_path):
+    photo = Image.new("RGB", (1200, 900), (255, 0, 0))
+    photo.paste((0, 0, 255), (0, 0, 600, 900))  # left half blue; EXIF 6: rotate 90 degrees clockwise to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG", exif=exif)
+    array = sd.prepare_image(buffer.getvalue())
+    assert array[5, 32, 2] > 200 and array[58, 32, 0] > 200  # blue on top
+
+
+def test_any_decoder_error_is_an_image_error():
+    png = bytearray(_image_bytes((40, 40), "PNG"))
+    png[60:70] = b"\xff" * 10  # damage the compressed data
+    with pytest.raises(sd.ImageError, match="could not be decoded"):
+        sd.prepare_image(bytes(png))
+
+
+def test_a_huge_member_under_a_dataset_name_is_refused_before_it_is_read(tmp_path, source_archive):
+    manifest = sd.read_manifest()
+    name = sorted(manifest)[0]
+    archive = tmp_path / "huge.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"top/{name}", b"\0" * (sd.MAX_MEMBER_BYTES + 1))  # compresses to a few kB
+    with pytest.raises(sd.DatasetError, match=r"larger than 2,097,152 bytes, far larger than any image of the dataset"):
+        sd.read_verified_images(archive, {name: manifest[name]})
+
+
+def test_a_killed_build_leaves_partial_files_that_the_next_build_removes(tmp_path, source_archive):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".{sd.TRAIN_FILE}.partial-{dead}"
+    stale.write_bytes(b"half an h5 file")
+    alive = tmp_path / f".{sd.TEST_FILE}.partial-{os.getppid()}"  # a build still running: left alone
+    alive.write_bytes(b"in progress")
+    sd.build(tmp_path, source_archive)
+    assert not stale.exists() and alive.exists()
+
+
+def test_an_unwritable_folder_gets_advice_not_a_traceback(tmp_path, source_archive):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    with pytest.raises(sd.DatasetError, match=r"could not write the dataset to .*blocked.*build into another folder"):
+        sd.build(blocked / "datasets", source_archive)
 
 
 # ----------------------------------------------------------------------------------------------------

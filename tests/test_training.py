@@ -136,7 +136,7 @@ def test_predict_errors_are_clear(tiny_run, tmp_path, capsys):
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("hello")
     assert resnets_predict.main([str(not_an_image), "--model", str(out / "model.keras")]) == 1
-    assert "is not an image Pillow can read" in capsys.readouterr().err
+    assert "is not a JPEG, PNG, WebP, GIF or BMP image" in capsys.readouterr().err
     assert resnets_predict.main([str(not_an_image), "--model", str(tmp_path / "none.keras")]) == 1
     err = capsys.readouterr().err
     assert "No trained model at" in err and "Train one with `make train`" in err
