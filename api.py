@@ -42,6 +42,7 @@ import resnets_utils as ru
 from resnets_predict import CLASSES, DEFAULT_MODEL, ModelError, load_model
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a 12-megapixel phone JPEG is 3-6 MB
+MAX_FORM_PARTS = 20  # a request needs one; Werkzeug's default is 1,000, each parsed before the app runs
 MODEL_ENV = "RESNETS_MODEL"
 CURL_HINT = "curl -X POST -F image=@photo.jpg http://localhost:5000/predict"
 logger = logging.getLogger("resnets.api")
@@ -62,9 +63,11 @@ def create_app(model_path: str | Path | None = None, model=None, classes=CLASSES
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes  # larger bodies get a 413 before they are parsed
+    app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.json.sort_keys = False  # keep "label" first and the probabilities in their order
 
-    @app.get("/health")
+    # No automatic OPTIONS answer (an empty text/html 200): OPTIONS gets the JSON 405 like any other method.
+    @app.get("/health", provide_automatic_options=False)
     def health():
         return jsonify(
             status="ok",
@@ -74,10 +77,13 @@ def create_app(model_path: str | Path | None = None, model=None, classes=CLASSES
             max_upload_bytes=max_upload_bytes,
         )
 
-    @app.post("/predict")
+    @app.post("/predict", provide_automatic_options=False)
     def predict():
         uploads = request.files.getlist("image")
         if not uploads:
+            if request.mimetype == "multipart/form-data" and not request.files and not request.form and request.content_length:
+                return _error(400, "The multipart body has no part that could be read as a file. Send the photo in the field 'image' "
+                                   f"with a UTF-8 file name (a name in another encoding makes the part unreadable), for example: {CURL_HINT}")
             return _error(400, f"No file in the multipart field 'image'. Send one photo, for example: {CURL_HINT}")
         if len(uploads) > 1 or len(request.files) > 1:
             return _error(400, f"Send exactly one file, in the field 'image'; this request had {sum(len(v) for v in request.files.listvalues())}.")
@@ -101,6 +107,8 @@ def create_app(model_path: str | Path | None = None, model=None, classes=CLASSES
             message = f"There is no {request.path}. Use POST /predict (a photo in the field 'image') or GET /health."
         elif exc.code == 405:
             message = f"{request.method} is not allowed on {request.path}; use {', '.join(sorted(set(exc.valid_methods or []) - {'HEAD', 'OPTIONS'}))}."
+        elif exc.code == 413 and (request.content_length or 0) <= max_upload_bytes:  # Werkzeug's limit on form parts
+            return _error(400, f"The form has more than {MAX_FORM_PARTS} parts; send one file, in the field 'image'.")
         elif exc.code == 413:
             message = f"The upload is larger than the {max_upload_bytes / 2**20:.0f} MB limit; send a smaller photo (64x64 pixels are enough)."
         else:

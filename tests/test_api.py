@@ -135,6 +135,14 @@ def _corrupt_avif() -> bytes:
     return bytes(data)
 
 
+def _multipart(parts: list[bytes]) -> dict:
+    return {"data": b"".join(b"--B\r\n" + part + b"\r\n" for part in parts) + b"--B--\r\n", "content_type": "multipart/form-data; boundary=B"}
+
+
+def _file_part(photo: bytes, filename: bytes = b"photo.png") -> bytes:
+    return b'Content-Disposition: form-data; name="image"; filename="' + filename + b'"\r\nContent-Type: image/png\r\n\r\n' + photo
+
+
 BAD_REQUESTS = {
     "missing field": (lambda photos: {"data": {"photo": (io.BytesIO(photos["photo.png"]), "x.png")}}, 400, "field 'image'"),
     "no file at all": (lambda photos: {"data": {}}, 400, "field 'image'"),
@@ -147,6 +155,9 @@ BAD_REQUESTS = {
     "a corrupt AVIF": (lambda photos: {"data": {"image": (io.BytesIO(_corrupt_avif()), "photo.avif")}}, 415, "is not a JPEG, PNG, WebP, GIF or BMP image"),
     "two images": (lambda photos: {"data": {"image": [(io.BytesIO(photos["photo.png"]), "a.png"), (io.BytesIO(photos["photo.png"]), "b.png")]}}, 400, "exactly one file"),
     "an image and another file": (lambda photos: {"data": {"image": (io.BytesIO(photos["photo.png"]), "a.png"), "extra": (io.BytesIO(b"x"), "b.txt")}}, 400, "exactly one file"),
+    "2,000 form fields in 60 kB": (lambda photos: _multipart([b'Content-Disposition: form-data; name="f%d"\r\n\r\nx' % i for i in range(2000)]
+                                                                + [_file_part(photos["photo.png"])]), 400, "more than 20 parts"),
+    "a file name in Latin-1": (lambda photos: _multipart([_file_part(photos["photo.png"], "café.png".encode("latin-1"))]), 400, "UTF-8 file name"),
     "over the size limit": (lambda photos: {"data": {"image": (io.BytesIO(b"\xff" * (api.MAX_UPLOAD_BYTES + 1)), "huge.jpg")}}, 413, "10 MB limit"),
 }
 
@@ -162,7 +173,8 @@ def test_bad_uploads_get_a_clear_4xx(client, photos, case):
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "message"),
-    [("GET", "/predict", 405, "use POST"), ("PUT", "/health", 405, "use GET"), ("GET", "/nowhere", 404, "POST /predict"), ("POST", "/", 404, "GET /health")],
+    [("GET", "/predict", 405, "use POST"), ("PUT", "/health", 405, "use GET"), ("OPTIONS", "/predict", 405, "OPTIONS is not allowed on /predict; use POST"),
+     ("GET", "/nowhere", 404, "POST /predict"), ("POST", "/", 404, "GET /health")],
 )
 def test_wrong_routes_and_methods_get_json(client, method, path, status, message):
     response = client.open(path, method=method)
@@ -235,6 +247,8 @@ def test_server_survives_every_bad_input_and_concurrent_clients(server, photos):
     url, process = server
 
     def post(kwargs):
+        if isinstance(kwargs.get("data"), bytes):  # a raw multipart body, sent as it is
+            return requests.post(f"{url}/predict", data=kwargs["data"], headers={"Content-Type": kwargs["content_type"]}, timeout=60)
         if "data" in kwargs:  # requests takes files separately from form fields
             files = [(field, (name, stream)) for field, values in kwargs["data"].items() for stream, name in (values if isinstance(values, list) else [values])]
             return requests.post(f"{url}/predict", files=files, timeout=60)
