@@ -229,5 +229,5 @@ def test_command_line_errors_are_messages(tmp_path):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not a photo")
     bad_image = _run("predict", str(not_image), "--model", str(model_path), "--output-dir", str(tmp_path / "p"))
-    assert bad_image.returncode == 1 and "not an image" in bad_image.stderr and "Traceback" not in bad_image.stderr
+    assert bad_image.returncode == 1 and "is not a JPEG, PNG, WebP, GIF or BMP image" in bad_image.stderr and "Traceback" not in bad_image.stderr
     assert not (tmp_path / "p").exists()
