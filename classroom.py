@@ -572,19 +572,23 @@ def run_submission(notebook, chapter: str, options: Options, library: Path) -> t
         else:
             environment = {**os.environ, "PYTHONPATH": f"{library / chapter}:{library / 'common'}", "MPLBACKEND": "Agg", "HOME": str(scratch)}
             command, extra, cwd = runner, {"env": environment}, str(scratch)
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   start_new_session=True, cwd=cwd, **extra)
-        try:
-            _, stderr = process.communicate(json.dumps(orders).encode(), timeout=options.notebook_timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # bubblewrap; its process namespace, and all in it, die with it
-            process.communicate()
-            return None, None, [f"timed out: did not finish within {options.notebook_timeout} s; stopped"]
+        # stderr goes to a file, not a pipe: a submission that floods it fills at most FILE_LIMIT_BYTES, not the grader's memory
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+                                       start_new_session=True, cwd=cwd, **extra)
+            try:
+                process.communicate(json.dumps(orders).encode(), timeout=options.notebook_timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # bubblewrap; its process namespace, and all in it, die with it
+                process.communicate()
+                return None, None, [f"timed out: did not finish within {options.notebook_timeout} s; stopped"]
+            stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - 300))
+            last_words = stderr.read().decode(errors="replace").strip()
         try:
             result = json.loads(_read_untrusted(scratch / "evidence" / "result.json", EVIDENCE_LIMIT_BYTES))
         except (Tampered, ValueError):
-            return None, None, [f"the grader's sandbox failed: {stderr.decode(errors='replace').strip()[-300:] or 'no result'}"]
+            return None, None, [f"the grader's sandbox failed: {last_words or 'no result'}"]
         try:
             evidence = load_evidence(scratch / "evidence")
         except Tampered as exc:
@@ -759,6 +763,9 @@ def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half of one."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, newline="") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # as an ordinary file would be, not the temporary file's 0600
     os.replace(f.name, path)
 
 
