@@ -424,7 +424,6 @@ class References:
         self._cache = {}
         self._lock = threading.Lock()  # grading threads (--jobs) share it; Keras builds one model at a time
         self._stored_blocks = json.loads((ROOT / "reference" / "blocks.json").read_text())
-        self.resnet50_summary = json.loads((ROOT / "reference" / "resnet50_layers.json").read_text())
 
     def block(self, function: str, case: dict, visible_index: int | None = None) -> dict:
         if visible_index is not None:
@@ -457,18 +456,16 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
-def _judge_call(function: str, evidence: dict, reference: dict, case: dict, references: References, visible: bool) -> str | None:
+def _judge_call(function: str, evidence: dict, reference: dict, case: dict, visible: bool) -> str | None:
     """``None`` if the student's evidence for one call matches the reference's, else what differs."""
     import resnets_checks
 
-    if "error" in evidence and set(evidence) == {"error"}:
-        return f"stopped: {evidence['error'][:200]}"
+    if "stopped" in evidence:
+        return f"stopped: {evidence['stopped'][:200]}"
     try:
-        if function == "ResNet50":
+        if function == "ResNet50":  # the reference's table and totals for the visible call are the stored ones (tests/test_checks.py)
             call = f"ResNet50(input_shape={tuple(case['input_shape'])}, classes={case['classes']})"
-            summary = references.resnet50_summary if visible else reference["summary"]
-            resnets_checks.judge_resnet50(evidence, summary, reference["totals"] if not visible else resnets_checks.RESNET50_TOTALS,
-                                          reference["one_at_a_time"], call)
+            resnets_checks.judge_resnet50(evidence, reference["summary"], reference["totals"], reference["one_at_a_time"], call)
         else:
             kwargs = {k: v for k, v in case.items() if k != "shape"}
             call = None if visible else f"{function}(X of shape {tuple(case['shape'])}, {', '.join(f'{k}={v}' for k, v in kwargs.items())})"
@@ -500,10 +497,10 @@ def judge_function(function: str, evidence: dict, hidden: list[dict], references
         hidden_cases = [(case, references.block(function, case)) for case in hidden]
     if len(evidence.get("visible", [])) != len(visible_cases) or len(evidence.get("hidden", [])) != len(hidden_cases):
         raise Tampered("the evidence does not hold one entry per call")
-    problems = [_judge_call(function, e, r, c, references, True) for e, (c, r) in zip(evidence["visible"], visible_cases)]
+    problems = [_judge_call(function, e, r, c, True) for e, (c, r) in zip(evidence["visible"], visible_cases)]
     entry["visible"] = next((f"failed: {p}" for p in problems if p), "passed")
     for student_evidence, (case, reference) in zip(evidence["hidden"], hidden_cases):
-        problem = _judge_call(function, student_evidence, reference, case, references, False)
+        problem = _judge_call(function, student_evidence, reference, case, False)
         if problem is None:
             entry["hidden_passed"] += 1
         else:

@@ -105,9 +105,9 @@ def function_evidence(function: str, student, orders: dict) -> dict:
         visible = len(resnets_checks.BLOCK_CASES[function])
     results = []
     for call in calls:
-        if any("TimeoutError" in str(result.get(key, "")) for result in results for key in ("error", "structure_error", "output_error", "call_error")):
+        if any("TimeoutError" in str(result.get(key, "")) for result in results for key in ("stopped", "error", "structure_error", "output_error", "call_error")):
             # one endless call is enough: the rest would each wait out the limit too
-            results.append({"error": f"TimeoutError: not called, an earlier call did not return within {seconds} s"})
+            results.append({"stopped": f"TimeoutError: not called, an earlier call did not return within {seconds} s"})
         else:
             results.append(_timed(call, seconds, function))
     return {"visible": results[:visible], "hidden": results[visible:]}
@@ -118,7 +118,7 @@ def _timed(collect, seconds, function) -> dict:
         with time_limit(seconds, function):
             return collect()
     except TimeoutError as exc:  # the student's code ran past the limit outside any call the evidence catches
-        return {"error": f"TimeoutError: {exc}"}
+        return {"stopped": f"TimeoutError: {exc}"}  # not "error": resnet50_evidence uses that key for the student's own error
 
 
 def collect_evidence(namespace: dict, orders: dict) -> None:

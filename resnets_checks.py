@@ -376,11 +376,6 @@ def judge_block(kind: str, case: dict, evidence: dict, reference: dict, call: st
         )
 
 
-def _call_block(kind, block, case, X):
-    """The reference's output (maintainers: ``write_references``, tests)."""
-    return np.asarray(keras.ops.convert_to_numpy(block(X, initializer=constant_initializer, **case)))
-
-
 def _case_text(case) -> str:
     return ", ".join(f"{k}={v}" for k, v in case.items())
 
