@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup data lab test test-portability train transfer serve benchmark ablation load-test exercises grade notebooks figures references lock clean
+.PHONY: setup data lab test test-portability train transfer serve serve-proxy benchmark ablation load-test attack fuzz conditions exercises grade notebooks figures references lock clean
 
 ## setup: create .venv (Python 3.11) and install the pinned requirements and this repo's modules
 setup: $(INSTALLED)
@@ -58,6 +58,10 @@ transfer: data
 serve: setup
 	$(BIN)/python api.py $(ARGS)
 
+## serve-proxy: the production set-up on this machine: nginx on http://127.0.0.1:8080 in front of api.py (python proxy.py; needs nginx)
+serve-proxy: setup
+	$(BIN)/python proxy.py $(ARGS)
+
 ## benchmark: default recipe against the course's, seed 0, 25 epochs each (about 25 minutes) -> runs/benchmark/
 benchmark: data
 	$(BIN)/python tools/benchmark_training.py $(ARGS)
@@ -69,6 +73,20 @@ ablation: data
 ## load-test: latency and throughput of the service with 1, 4 and 16 clients -> runs/load_test/
 load-test: data
 	$(BIN)/python tools/load_test.py $(ARGS)
+
+## attack: slow clients and costly uploads against the service alone and behind nginx, 30 s each -> runs/attack/
+attack: data
+	@test -f runs/default-seed0/model.keras || $(BIN)/python -m resnets_train
+	$(BIN)/python tools/attack.py $(ARGS)
+
+## fuzz: 100,000 mutated images through prepare_image, then 20,000 raw HTTP requests to the service -> runs/fuzz/
+fuzz: setup
+	$(BIN)/python tools/fuzz.py images $(ARGS)
+	$(BIN)/python tools/fuzz.py http $(ARGS)
+
+## conditions: the trained networks on the test photos taken differently (backgrounds, tilt, light, ...) -> runs/conditions/
+conditions: data
+	$(BIN)/python tools/conditions_benchmark.py $(ARGS)
 
 ## exercises: write the student notebooks exercises/*.ipynb from the solved chapters (commit the result)
 exercises: setup

@@ -44,6 +44,18 @@ from resnets_predict import CLASSES, DEFAULT_MODEL, ModelError, load_model
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a 12-megapixel phone JPEG is 3-6 MB
 MAX_FORM_PARTS = 20  # a request needs one; Werkzeug's default is 1,000, each parsed before the app runs
 MODEL_ENV = "RESNETS_MODEL"
+# Waitress's own limits, for running it alone. It reads a whole request before the app sees it; past
+# these sizes it stops reading and answers 413/431 itself (plain text, not our JSON). They bound memory
+# and idle connections, not slow ones: a client that trickles a byte every few seconds is never idle, and
+# holds one of `connection_limit` channels as long as it likes. In front of clients you do not control,
+# put nginx before it (proxy.py, deploy/nginx.conf; tools/attack.py measures both).
+WAITRESS_LIMITS = {
+    "max_request_body_size": 4 * MAX_UPLOAD_BYTES,  # past this Waitress stops buffering (the app refuses at 1x with JSON)
+    "max_request_header_size": 16 * 1024,  # default 256 KB; a photo upload needs a few hundred bytes
+    "channel_timeout": 30,  # seconds a connection may stay silent (default 120)
+    "connection_limit": 100,
+    "cleanup_interval": 10,
+}
 CURL_HINT = "curl -X POST -F image=@photo.jpg http://localhost:5000/predict"
 logger = logging.getLogger("resnets.api")
 
@@ -180,9 +192,7 @@ def main(argv=None) -> int:
     else:
         import waitress
 
-        # Waitress reads a whole body before the app sees it; past 4x our limit it stops reading and
-        # answers 413 itself (plain text), so a client cannot make it buffer gigabytes.
-        waitress.serve(app, host=args.host, port=args.port, threads=args.threads, max_request_body_size=4 * MAX_UPLOAD_BYTES, ident="resnets-api")
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="resnets-api", **WAITRESS_LIMITS)
     return 0
 
 

@@ -27,19 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 keras, layers = ru.keras, ru.layers
 
 
-def _stand_in_model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((64, 64, 3), name="image")
-    x = layers.Conv2D(8, 5, strides=4, activation="relu")(inputs)
-    x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(6, activation="softmax", name="predictions")(x), name="stand_in")
-
-
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    _stand_in_model().save(path)
-    return path
+def model_file(stand_in_model_file):
+    return stand_in_model_file
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +295,47 @@ def test_load_script_measures_each_level(model_file, tmp_path):
 def test_load_script_refuses_a_remote_url(tmp_path):
     result = subprocess.run([sys.executable, "tools/load_test.py", "--url", "http://example.com:5000"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "must be a loopback address" in result.stderr
+
+
+def _raw_upload(photo: bytes, framing: bytes, filename: bytes = b"photo.png", boundary: bytes = b"b0undary") -> bytes:
+    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"image\"; filename=\"" + filename
+            + b"\"\r\nContent-Type: image/png\r\n\r\n" + photo + b"\r\n--" + boundary + b"--\r\n")
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0undary\r\nConnection: close\r\n"
+    if framing == b"chunked":
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    if framing == b"bad chunked":
+        return head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + body
+    if framing == b"two lengths":
+        return head + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(body), len(body) + 1) + body
+    if framing == b"short":
+        return head + b"Content-Length: %d\r\n\r\n" % (len(body) + 100) + body
+    if framing == b"expect":
+        return head + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize(
+    "framing, filename, boundary",
+    [(b"length", b"\xff\xfe.png", b"b0undary"), (b"chunked", b"photo.png", b"b0undary"), (b"bad chunked", b"photo.png", b"b0undary"),
+     (b"two lengths", b"photo.png", b"b0undary"), (b"short", b"photo.png", b"b0undary"), (b"expect", b"photo.png", b"b0undary"),
+     (b"length", b"photo.png", b"other")],
+    ids=["file name not UTF-8", "chunked", "bad chunk size", "two Content-Lengths", "body shorter than declared", "Expect: 100-continue",
+         "boundary not the declared one"],
+)
+def test_raw_requests_the_fuzzer_found_odd_get_no_5xx(server, photos, framing, filename, boundary):
+    """Kept from tools/fuzz.py's HTTP runs: odd framings of a real upload, sent over a raw socket."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import fuzz
+
+    url, _ = server
+    answer = fuzz.send_raw(int(url.rsplit(":", 1)[1]), _raw_upload(photos["photo.png"], framing, filename, boundary))
+    outcome, failed = fuzz.classify(answer)
+    assert not failed, (outcome, answer[:300])
+    assert requests.get(f"{url}/health", timeout=10).status_code == 200
+
+
+def test_waitress_refuses_headers_over_its_limit(server):
+    """api.WAITRESS_LIMITS are in force (Waitress's own default would take 256 KB of headers)."""
+    url, _ = server
+    response = requests.get(f"{url}/health", headers={"X-Padding": "a" * (api.WAITRESS_LIMITS["max_request_header_size"] + 1000)}, timeout=10)
+    assert response.status_code == 431

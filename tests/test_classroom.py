@@ -2,7 +2,9 @@
 
 import csv
 import hashlib
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import classroom
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = list(classroom.EXERCISES)
+OPEN_CHAPTERS = list(classroom.OPEN_EXERCISES)
 
 
 def _execute(notebook, cwd=classroom.STUDENT_DIR, timeout=600):
@@ -58,7 +61,7 @@ def test_unbalanced_markers_are_an_error(source):
         classroom.stub_source(source)
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS)
+@pytest.mark.parametrize("chapter", CHAPTERS + OPEN_CHAPTERS)
 def test_student_notebook_has_no_solution_no_output_and_clean_metadata(chapter):
     student = nbformat.read(classroom.STUDENT_DIR / f"{chapter}.ipynb", as_version=4)
     solved = nbformat.read(classroom.SOLVED_DIR / f"{chapter}.ipynb", as_version=4)
@@ -73,7 +76,88 @@ def test_student_notebook_has_no_solution_no_output_and_clean_metadata(chapter):
     assert set(student.metadata) == {"kernelspec", "language_info"}
     markdown = [c.source for c in solved.cells if c.cell_type == "markdown"]
     assert [c.source for c in student.cells if c.cell_type == "markdown"][1:] == markdown
-    assert len(_check_cells(student)) == len(_check_cells(solved)) == 1
+    assert len(_check_cells(student)) == len(_check_cells(solved)) == (1 if chapter in CHAPTERS else 0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Open exercises: chapters 04 and 05 end with questions, answered in code, read by the instructor
+# ----------------------------------------------------------------------------------------------------
+def test_open_exercise_chapters_are_the_solved_chapters_with_answers_but_no_check():
+    with_answers = {p.stem for p in classroom.SOLVED_DIR.glob("[0-9][0-9]_*.ipynb") if classroom.has_solutions(nbformat.read(p, as_version=4))}
+    assert with_answers == set(CHAPTERS) | set(OPEN_CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", OPEN_CHAPTERS)
+def test_each_listed_open_exercise_has_its_answer_cell_at_the_end_of_the_chapter(chapter):
+    solved = nbformat.read(classroom.SOLVED_DIR / f"{chapter}.ipynb", as_version=4)
+    student = nbformat.read(classroom.STUDENT_DIR / f"{chapter}.ipynb", as_version=4)
+    listing = next(c.source for c in solved.cells if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. ", listing, flags=re.M)]
+    assert len(numbers) >= 3 and numbers == list(range(1, len(numbers) + 1)), listing
+    assert list(classroom.open_exercise_cells(solved)) == numbers
+    answer_cells = classroom.open_exercise_cells(student)
+    assert list(answer_cells) == numbers
+    assert [c.id for c in student.cells[-len(numbers):]] == [c.id for c in answer_cells.values()], "the exercises end the chapter"
+    stubs = [c for c in student.cells if c.cell_type == "code" and classroom.STUB_RAISE in c.source]
+    assert [c.id for c in stubs] == [c.id for c in answer_cells.values()], "the chapter itself runs as it is; only the answers are left out"
+
+
+@pytest.fixture(scope="module")
+def open_answers(tmp_path_factory):
+    """Three students' chapter 04 and a broken chapter 05, graded: what the report and answers.md say."""
+    chapter = "04_train_and_evaluate"
+    folder, out = tmp_path_factory.mktemp("open-submissions"), tmp_path_factory.mktemp("open-grades")
+    ran = folder / "ran.txt"  # an answer that writes this file, which must not exist afterwards: nothing is run
+    student = nbformat.read(classroom.STUDENT_DIR / f"{chapter}.ipynb", as_version=4)
+    solved = nbformat.read(classroom.SOLVED_DIR / f"{chapter}.ipynb", as_version=4)
+    everything = classroom.substitute_solutions(student, solved)
+    hostile = classroom.open_exercise_cells(everything)[2]
+    hostile.source = f"# Exercise 2\n```\n</pre><script>alert(1)</script>\nopen({str(ran)!r}, 'w').write('the grader ran me')"
+    hostile.outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * 100_000)]
+    deleted_third = classroom.substitute_solutions(student, solved)
+    third = classroom.open_exercise_cells(deleted_third)[3]
+    deleted_third.cells = [c for c in deleted_third.cells if c is not third]
+    for name, notebook in (("alice", everything), ("bob", student), ("carol", deleted_third)):
+        (folder / name).mkdir()
+        nbformat.write(notebook, folder / name / f"{chapter}.ipynb")
+    started = nbformat.read(classroom.STUDENT_DIR / f"{chapter}.ipynb", as_version=4)  # code written above the stub's raise
+    first = classroom.open_exercise_cells(started)[1]
+    first.source = first.source.replace(classroom.STUB_RAISE, "steps = 170  # my answer\n" + classroom.STUB_RAISE)
+    (folder / "eve\n## injected heading").mkdir()
+    nbformat.write(started, folder / "eve\n## injected heading" / f"{chapter}.ipynb")
+    (folder / "dave").mkdir()
+    (folder / "dave" / "05_transfer_learning_gradcam.ipynb").write_text("not a notebook")
+    rows = classroom.grade(folder, out, classroom.Options(sandbox=False))
+    marks = {(r["student"], r["exercise"]): (r["result"], r["visible_check"]) for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
+    return rows, marks, (out / "answers.md").read_text(), ran
+
+
+def test_open_answers_are_marked_read_or_missing(open_answers):
+    rows, marks, _, _ = open_answers
+    assert {marks["alice", f"exercise {n}"][0] for n in (1, 2, 3, 4)} == {"READ"}
+    assert {marks["bob", f"exercise {n}"] for n in (1, 2, 3, 4)} == {("MISSING", "not answered")}
+    assert [marks["carol", f"exercise {n}"][0] for n in (1, 2, 3, 4)] == ["READ", "READ", "MISSING", "READ"]
+    assert marks["carol", "exercise 3"][1] == "cell deleted"
+    assert [marks["eve\n## injected heading", f"exercise {n}"][0] for n in (1, 2)] == ["READ", "MISSING"]
+    dave = next(r for r in rows if r["student"] == "dave")
+    assert dave["chapter"] == "05_transfer_learning_gradcam" and "not a readable notebook" in " ".join(dave["problems"])
+    assert {e["visible"] for e in dave["exercises"].values()} == {"not read (see problems)"} and len(dave["exercises"]) == 3
+
+
+def test_open_answers_are_collected_under_each_solution_and_never_run(open_answers):
+    _, _, answers, ran = open_answers
+    assert not ran.exists(), "an answer was executed"
+    assert answers.count("## 04_train_and_evaluate, exercise ") == 4
+    exercise_1 = answers.split("\n## 04_train_and_evaluate, exercise 1")[1].split("\n## ")[0]
+    assert "**Solution**" in exercise_1 and "steps_per_epoch = math.ceil(1080" in exercise_1
+    assert exercise_1.count("steps_per_epoch = math.ceil(1080") == 3  # the solution, alice's and carol's answers
+    assert "**bob** (04\\_train\\_and\\_evaluate.ipynb): not answered" in exercise_1
+    # alice's hostile answer stays inside its code block: the fence is longer than any backtick run in it
+    assert "\n````python\n# Exercise 2\n```\n</pre><script>" in answers
+    assert "x" * 3001 not in answers and "more characters not shown" in answers
+    # a student's folder name cannot add structure to the page
+    assert "\n## injected heading" not in answers and "**eve \\#\\# injected heading**" not in answers
+    assert "**eve ## injected heading** (04\\_train\\_and\\_evaluate.ipynb): answered" in answers
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -90,3 +90,38 @@ def test_residual_branch_norms_says_when_a_block_has_no_batch_norm_at_its_end():
     outputs = ru.layers.Add()([ru.layers.Conv2D(3, 1)(inputs), inputs])
     with pytest.raises(ValueError, match="expected its first input to come from a BatchNormalization"):
         measurements.residual_branch_norms(ru.keras.Model(inputs, outputs))
+
+
+# ----------------------------------------------------------------------------------------------------
+# tools/fuzz.py: a short, seeded run of each fuzzer (the full runs are in docs/results.md)
+# ----------------------------------------------------------------------------------------------------
+import fuzz  # noqa: E402
+
+
+def test_image_fuzzer_finds_no_crash_in_a_short_seeded_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(fuzz, "OUTPUT", tmp_path)
+    report = fuzz.fuzz_images(400, seed=0)
+    assert report["tried"] == 400 and report["failures"] == 0, report["failure_kinds"]
+    decoded = sum(n for outcome, n in report["outcomes"].items() if outcome.endswith("decoded"))
+    assert decoded >= 20 and len(report["outcomes"]) >= 15, report["outcomes"]  # both valid files and every kind of refusal
+
+
+def test_image_fuzzer_reports_a_decoder_error_that_escapes(tmp_path, monkeypatch):
+    """Its check can fail: with prepare_image letting a decoder's own exception out, the fuzzer counts crashes."""
+    import signs_dataset as sd
+
+    def leaky(data):
+        raise RuntimeError("decoder state error")  # what Pillow's AVIF decoder raised before the format allowlist
+
+    monkeypatch.setattr(fuzz, "OUTPUT", tmp_path)
+    monkeypatch.setattr(sd, "prepare_image", leaky)
+    report = fuzz.fuzz_images(50, seed=0)
+    assert report["failures"] == 50 and (tmp_path / "images-00.bin").is_file()
+
+
+def test_http_fuzzer_finds_no_5xx_in_a_short_seeded_run(tmp_path, monkeypatch, stand_in_model_file):
+    monkeypatch.setattr(fuzz, "OUTPUT", tmp_path)
+    report = fuzz.fuzz_http(300, seed=0, model=stand_in_model_file)
+    assert report["failures"] == 0, report["failure_kinds"]
+    assert report["health_after"] == "answers 200"
+    assert any(outcome.startswith("HTTP 200") for outcome in report["outcomes"]) and len(report["outcomes"]) >= 5, report["outcomes"]

@@ -1,0 +1,73 @@
+"""photo_conditions: the "other conditions" benchmark's photos are fixed, seeded, built only from the photos
+given, and change what they say they change."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import photo_conditions as pc
+import resnets_utils as ru
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import conditions_benchmark  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return ru.load_dataset()[2][:12]
+
+
+def test_conditions_are_fixed_for_a_seed_and_each_photo_depends_only_on_itself(photos):
+    first, again = pc.conditions(photos, seed=0), pc.conditions(photos, seed=0)
+    assert list(first) == list(again) and len(first) == 15 + len(pc.PAIRS)
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+        assert first[name].shape == photos.shape and first[name].dtype == np.uint8, name
+        assert not np.array_equal(first[name], photos), f"{name} leaves the photos as they were"
+    fewer = pc.conditions(photos[:5], seed=0)
+    for name in first:
+        np.testing.assert_array_equal(fewer[name], first[name][:5], err_msg=name)
+    other_seed = pc.conditions(photos, seed=1)
+    assert not np.array_equal(other_seed["blotches background"], first["blotches background"])
+    np.testing.assert_array_equal(other_seed["green background"], first["green background"])
+
+
+def test_a_new_background_keeps_the_hand_and_replaces_the_wall(photos):
+    alpha = pc.hand_alpha(photos)
+    green = pc.conditions(photos)["green background"].astype(int)
+    hand, wall = alpha == 1, alpha == 0
+    assert hand.mean() > 0.1 and wall.mean() > 0.4, "the mask finds a hand and a wall"
+    np.testing.assert_array_equal(green[hand], photos[hand])
+    assert (green[wall] == pc.BACKGROUND_COLOURS["green"]).all()
+
+
+def test_tilt_and_framing_fill_with_the_wall_not_black(photos):
+    for name in ("tilted +30°", "hand at 60% of the frame"):
+        corners = pc.conditions(photos)[name][:, [0, 0, -1, -1], [0, -1, 0, -1]]
+        assert corners.mean() > 60, f"{name}: corners are {corners.mean():.0f} on average, near black"
+
+
+def test_accuracy_per_condition_measures_every_condition():
+    labels = np.array([0, 1, 2, 3])
+
+    class AlwaysTwo:
+        def predict(self, x, batch_size=None, verbose=0):
+            return np.tile(np.eye(6)[2], (len(x), 1))
+
+    images = ru.load_dataset()[2][:4]
+    accuracy = pc.accuracy_per_condition(AlwaysTwo(), images, labels)
+    assert list(accuracy)[0] == "as taken" and len(accuracy) == 1 + len(pc.conditions(images))
+    assert set(accuracy.values()) == {0.25}
+
+
+def test_benchmark_table_ends_with_the_mean_and_the_worst_condition():
+    text = conditions_benchmark.table({"a": {"as taken": 1.0, "x": 0.5, "y": 0.9}, "b": {"as taken": 0.9, "x": 1.0, "y": 0.8}})
+    assert "| **mean over the conditions** | **70.0%** | **90.0%** |" in text
+    assert "| **worst condition** | **50.0%** | **80.0%** |" in text
+
+
+def test_benchmark_names_a_missing_network(tmp_path, capsys):
+    assert conditions_benchmark.main(["--model", f"mine={tmp_path / 'none.keras'}", "--output", str(tmp_path)]) == 1
+    assert "none.keras" in capsys.readouterr().err
