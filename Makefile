@@ -1,19 +1,19 @@
 # The README's two commands are `make lab` and `make test`; the other targets are the steps they share.
 # Every step is idempotent: a second run skips what is already done.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup data lab test test-portability train transfer serve serve-proxy benchmark ablation load-test attack fuzz conditions exercises grade notebooks figures references lock clean
+.PHONY: setup data lab test test-portability train transfer export serve serve-proxy serving-benchmark precision-benchmark benchmark ablation load-test attack fuzz conditions exercises grade hosted notebooks figures references lock check-lock clean
 
-## setup: create .venv (Python 3.11) and install the pinned requirements and this repo's modules
+## setup: create .venv (Python 3.11-3.13; CI tests 3.11) and install the pinned requirements and this repo's modules
 setup: $(INSTALLED)
 
 $(INSTALLED): requirements.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
-		{ echo "error: Python 3.11 is needed; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Install 3.11 or run: make PYTHON=/path/to/python3.11"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
+		{ echo "error: Python 3.11, 3.12 or 3.13 is needed; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Install one or run: make PYTHON=/path/to/python3.12"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==25.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -25,10 +25,11 @@ data: setup
 	$(BIN)/python -m signs_dataset
 	$(BIN)/python -m signs_dataset --digits 6-9
 
-## lab: set up, prepare the data and open JupyterLab at the repository root (as root, common in containers, with --allow-root;
-## LAB_ARGS="--no-browser --port 8890" etc. for more options)
+## lab: set up, prepare the data and open JupyterLab at the repository root on the README, rendered (jupyterlab/overrides.json:
+## Markdown opens as a preview); as root, common in containers, with --allow-root; LAB_ARGS="--no-browser --port 8890" etc.
 lab: data
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(BIN)/jupyter lab --LabApp.app_settings_dir=$(CURDIR)/jupyterlab --LabApp.default_url=/lab/tree/README.md \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 ## test: set up, prepare the data, then the unit tests and every notebook under nbval
 test: data
@@ -61,6 +62,20 @@ serve: setup
 ## serve-proxy: the production set-up on this machine: nginx on http://127.0.0.1:8080 in front of api.py (python proxy.py; needs nginx)
 serve-proxy: setup
 	$(BIN)/python proxy.py $(ARGS)
+
+## export: the trained model as a SavedModel for TF Serving -> runs/serving/resnets/<next version>/ (python -m resnets_export)
+export: setup
+	@test -f runs/default-seed0/model.keras || $(BIN)/python -m resnets_train
+	$(BIN)/python -m resnets_export $(ARGS)
+
+## serving-benchmark: the export against predict_image on the test photos, and photos/s for 1-64 photos per call -> runs/serving_benchmark/
+serving-benchmark: data
+	@test -f runs/default-seed0/model.keras || $(BIN)/python -m resnets_train
+	$(BIN)/python tools/serving_benchmark.py $(ARGS)
+
+## precision-benchmark: seconds per epoch, float32 against mixed_bfloat16 (about 5 minutes) -> runs/precision_benchmark/
+precision-benchmark: data
+	$(BIN)/python tools/precision_benchmark.py $(ARGS)
 
 ## benchmark: default recipe against the course's, seed 0, 25 epochs each (about 25 minutes) -> runs/benchmark/
 benchmark: data
@@ -97,6 +112,11 @@ grade: setup
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-or-notebook [ARGS='--cell-timeout 120 --variant-seed 7 --jobs 2']"; exit 2; }
 	$(BIN)/python -m classroom grade "$(SUBMISSIONS)" $(ARGS)
 
+## hosted: write the Colab/Kaggle badges and each chapter's hosted set-up from pyproject.toml's Repository address, then the student notebooks
+hosted: setup
+	$(BIN)/python -m hosted write
+	$(BIN)/python -m classroom exercises
+
 ## notebooks: execute every notebook in order, in place, stopping at the first error
 notebooks: data
 	$(BIN)/python tools/run_notebooks.py notebooks/[0-9]*.ipynb
@@ -109,14 +129,19 @@ figures: setup
 references: setup
 	$(BIN)/python -m resnets_checks --write-references
 
-## lock: re-resolve requirements.in into requirements.txt in a scratch environment
+## lock: re-resolve requirements.in into requirements.txt in a scratch environment (then run: make check-lock)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet pip==25.3 && .lock-venv/bin/python -m pip install --quiet -r requirements.in
 	{ echo "# Generated by \`make lock\` from requirements.in: every package pinned, so notebook outputs stay stable."; \
-	  echo "# Resolved for Python 3.11 on Linux x86-64. Do not edit by hand."; \
+	  echo "# Resolved with Python 3.11 on Linux x86-64; resolves for 3.11-3.13 on Linux, macOS and Windows too"; \
+	  echo "# (tools/check_lock.py). Do not edit by hand."; \
 	  .lock-venv/bin/python -m pip freeze --all --exclude pip | sort -f; } > requirements.txt
 	rm -rf .lock-venv
+
+## check-lock: does requirements.txt resolve from wheels for Linux x86-64/aarch64, macOS arm64 and Windows x Python 3.11-3.13? (needs PyPI) -> runs/check_lock/
+check-lock: setup
+	$(BIN)/python tools/check_lock.py $(ARGS)
 
 ## clean: remove the virtual environment and built data (the source archive and Keras cache stay)
 clean:

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 from test_docs import _anchors
 
+import hosted
 import resnets_utils as ru
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -68,7 +69,10 @@ def test_solutions_are_marked_for_nbgrader(notebook):
 def test_every_chapter_opens_with_the_same_setup_cell():
     setups = {path.name: _code_cells(path)[0].source for path in CHAPTERS}
     assert len(set(setups.values())) == 1, setups
-    assert "import resnets_utils as ru" in next(iter(setups.values())).splitlines()[1]
+    setup = next(iter(setups.values()))
+    assert setup.startswith(f"# Setup: the same cell opens every chapter.\n{hosted.setup_block('notebooks')}\n"), "run `make hosted`"
+    after_hosted_block = setup.split(hosted.setup_block("notebooks"), 1)[1].lstrip("\n")
+    assert after_hosted_block.startswith("import resnets_utils as ru"), "resnets_utils first: it silences TensorFlow's start-up logs"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])

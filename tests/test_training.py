@@ -164,3 +164,24 @@ def test_show_misclassified_titles_each_mistake():
     probabilities[1, 4] = 0.5
     fig = ru.show_misclassified(x, np.array([0, 1, 2]), np.array([0, 4, 2]), probabilities)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["1 → 4 (50%)"]
+
+
+def test_mixed_bfloat16_computes_in_16_bits_keeps_weights_in_32_and_restores_the_policy():
+    x_train, y_train, x_test, y_test, classes = ru.load_dataset()
+    pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:2] for c in range(6)])
+    data = (x_train[pick], y_train[:, pick], x_test[:6], y_test[:, :6], classes)
+    recipe = rt.Recipe(name="tiny", epochs=1, batch_size=12)
+    result = rt.train(recipe, seed=0, verbose=0, data=data, precision="mixed_bfloat16")
+    model = result["model"]
+    convolutions = [layer for layer in model.layers if isinstance(layer, ru.layers.Conv2D)]
+    assert {layer.compute_dtype for layer in convolutions} == {"bfloat16"}
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert result["precision"] == "mixed_bfloat16" and np.isfinite(result["history"]["loss"][0])
+    assert ru.keras.mixed_precision.global_policy().name == "float32", "the chapters' later models stay float32"
+
+
+def test_train_command_line_needs_tf_config_for_multi_worker(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert rt.main(["--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]) == 2
+    assert "needs TF_CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
