@@ -1,5 +1,6 @@
 """The training and predict entry points: a real (tiny) run end to end, atomic saves, clear errors."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -92,6 +93,8 @@ def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
     assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 25
+    assert rt.NEW_WALLS == dataclasses.replace(rt.DEFAULT, name="new-walls", new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4)
+    assert rt.DEFAULT.new_walls == 0.0
 
 
 @pytest.mark.parametrize(
@@ -185,3 +188,53 @@ def test_train_command_line_needs_tf_config_for_multi_worker(monkeypatch, capsys
     assert rt.main(["--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]) == 2
     assert "needs TF_CONFIG" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def _first_batches(**changes):
+    x_train, y_train, _, _, _ = ru.load_dataset()
+    pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:8] for c in range(6)])
+    dataset = rt.make_dataset(x_train[pick], ru.convert_to_one_hot(y_train.ravel()[pick], 6), 16, seed=1, augment=True, **changes)
+    return np.concatenate([images.numpy() for images, _ in dataset])
+
+
+def test_new_walls_replace_the_plain_wall_behind_the_hand_and_are_repeatable():
+    plain = _first_batches()
+    walls, again = _first_batches(new_walls=1.0), _first_batches(new_walls=1.0)
+    np.testing.assert_array_equal(walls, again)  # the same seed draws the same walls
+    corners = lambda images: np.concatenate([images[:, :4, :4], images[:, :4, -4:]], axis=1).reshape(len(images), -1, 3).mean(axis=1)  # noqa: E731
+    # this dataset's walls are grey or white; the new ones are coloured
+    saturation = lambda images: (corners(images).max(axis=1) - corners(images).min(axis=1)).mean()  # noqa: E731
+    assert saturation(walls) > 0.2 > saturation(plain), (saturation(walls), saturation(plain))
+    # the hand stays: the geometry is the same draw either way, so where the hand is, the photos agree
+    redder = (plain[..., 0] - plain[..., 2]) > 0.25  # clearly skin in the plain version (the wall is never this red)
+    assert redder.mean() > 0.05
+    assert np.abs(walls[redder] - plain[redder]).mean() < 0.05, np.abs(walls[redder] - plain[redder]).mean()
+
+
+def test_random_walls_cover_dark_pale_and_vivid_colours():
+    walls = rt.random_walls(ru.tf.random.Generator.from_seed(0), 400, 16).numpy()
+    assert walls.shape == (400, 16, 16, 3) and walls.min() >= 0 and walls.max() <= 1
+    brightness, colourfulness = walls.mean(axis=(1, 2, 3)), (walls.max(axis=-1) - walls.min(axis=-1)).mean(axis=(1, 2))
+    assert (brightness < 0.25).mean() > 0.1 and (brightness > 0.6).mean() > 0.1 and (colourfulness > 0.4).mean() > 0.1
+    textured = walls.reshape(400, -1, 3).std(axis=1).mean(axis=1) > 0.05
+    assert 0.3 < textured.mean() < 0.9  # plain walls and gradients, blotches, stripes
+
+
+def test_light_changes_white_balance_and_greyscale():
+    plain = _first_batches()
+    grey = _first_batches(greyscale=1.0)
+    assert np.abs(grey[..., 0] - grey[..., 2]).max() < 1e-6 < np.abs(plain[..., 0] - plain[..., 2]).max()
+    balanced = _first_batches(white_balance=0.2)
+    ratio = balanced.reshape(len(balanced), -1, 3).mean(axis=1) / plain.reshape(len(plain), -1, 3).mean(axis=1)
+    assert np.ptp(ratio[:, 0] / ratio[:, 2]) > 0.1  # red and blue scaled differently, photo by photo
+
+
+def test_new_walls_start_after_some_epochs_and_ramp_up():
+    x_train, y_train, _, _, _ = ru.load_dataset()
+    pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:4] for c in range(6)])
+    y = ru.convert_to_one_hot(y_train.ravel()[pick], 6)
+    epochs = lambda **changes: [np.concatenate([b.numpy() for b, _ in dataset]) for dataset in [rt.make_dataset(x_train[pick], y, 8, 1, True, **changes)] for _ in range(3)]  # noqa: E731
+    plain, ramped = epochs(), epochs(new_walls=1.0, new_walls_after_epoch=1, new_walls_ramp_epochs=2)
+    np.testing.assert_array_equal(ramped[0], plain[0])  # epoch 1: no photo on a new wall
+    changed = lambda a, b: (np.abs(a - b).reshape(len(a), -1).max(axis=1) > 0.01).mean()  # noqa: E731  share of photos that differ
+    assert 0.2 < changed(ramped[1], plain[1]) < 0.8 and changed(ramped[2], plain[2]) == 1.0, (changed(ramped[1], plain[1]), changed(ramped[2], plain[2]))

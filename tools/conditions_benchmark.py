@@ -8,7 +8,8 @@ The conditions (backgrounds, tilt, framing, light, contrast, greyscale, JPEG qua
 ``photo_conditions.conditions``, built with a fixed seed from the test photos, or from the validation photos
 of seed 0's split (18 per digit, held out of training by every recipe that uses a validation split).
 The course's recipe trains on all 1,080 training photos, so only the test split is fair to it.
-Networks: ``runs/default-seed0`` (``make train``) and ``runs/course-seed0``
+Networks: ``runs/default-seed0`` (``make train``), ``runs/new-walls-seed0``
+(``make train ARGS="--recipe new-walls"``, the experimental recipe with new walls) and ``runs/course-seed0``
 (``make train ARGS="--recipe course"``), those that exist, or each ``--model NAME=PATH``. Writes
 ``conditions.json`` and ``conditions.md`` (one row per condition, a column per network, the mean and the
 worst at the bottom) to ``--output``.
@@ -28,8 +29,8 @@ import photo_conditions as pc  # noqa: E402
 import resnets_train as rt  # noqa: E402
 import resnets_utils as ru  # noqa: E402
 
-DEFAULT_MODELS = {"course": ROOT / "runs" / "course-seed0" / "model.keras", "default": ROOT / "runs" / "default-seed0" / "model.keras"}
-TRAIN_COMMANDS = {"course": 'make train ARGS="--recipe course"', "default": "make train"}
+DEFAULT_MODELS = {name: ROOT / "runs" / f"{name}-seed0" / "model.keras" for name in ("course", "default", "new-walls")}
+TRAIN_COMMANDS = {"course": 'make train ARGS="--recipe course"', "default": "make train", "new-walls": 'make train ARGS="--recipe new-walls"'}
 
 
 def photos(split: str):
