@@ -84,6 +84,15 @@ class Recipe:
     validation_per_class: int = 0  # images per class held out of training for validation
     restore_best: bool = False  # keep the weights of the epoch with the lowest validation loss
 
+    def __repr__(self) -> str:
+        # The photo changes below ``augment`` are listed only when they are on: a recipe that does not use
+        # them reads (and prints, as in chapter 04) as it did before they existed.
+        shown = [f for f in dataclasses.fields(self) if not (f.name in _LISTED_WHEN_ON and getattr(self, f.name) == f.default)]
+        return f"Recipe({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
+
+
+_LISTED_WHEN_ON = {"new_walls", "new_walls_after_epoch", "new_walls_ramp_epochs", "white_balance", "greyscale"}
+
 
 DEFAULT = Recipe(
     name="default",

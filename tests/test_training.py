@@ -238,3 +238,9 @@ def test_new_walls_start_after_some_epochs_and_ramp_up():
     np.testing.assert_array_equal(ramped[0], plain[0])  # epoch 1: no photo on a new wall
     changed = lambda a, b: (np.abs(a - b).reshape(len(a), -1).max(axis=1) > 0.01).mean()  # noqa: E731  share of photos that differ
     assert 0.2 < changed(ramped[1], plain[1]) < 0.8 and changed(ramped[2], plain[2]) == 1.0, (changed(ramped[1], plain[1]), changed(ramped[2], plain[2]))
+
+
+def test_a_recipe_prints_its_photo_changes_only_when_they_are_on():
+    assert "new_walls" not in repr(rt.DEFAULT) and repr(rt.DEFAULT).endswith("augment=True, validation_per_class=18, restore_best=True)")
+    assert "new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, validation_per_class" in repr(rt.NEW_WALLS)
+    assert "greyscale=0.1" in repr(dataclasses.replace(rt.DEFAULT, greyscale=0.1))
