@@ -81,7 +81,7 @@ precision-benchmark: data
 benchmark: data
 	$(BIN)/python tools/benchmark_training.py $(ARGS)
 
-## ablation: the default recipe with one choice undone at a time (about 80 minutes; docs/results.md's table: ARGS="--epochs 20") -> runs/ablation/
+## ablation: the default recipe with one choice undone at a time (about 80 minutes; docs/results.md's table: ARGS="--recipe plain-walls --epochs 20") -> runs/ablation/
 ablation: data
 	$(BIN)/python tools/ablation.py $(ARGS)
 

@@ -147,9 +147,17 @@ def conditions(images, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def photo_sets(images, seed: int = 0) -> dict[str, np.ndarray]:
+    """``{"as taken": images, **conditions(images, seed)}``: what the benchmark measures a network on."""
+    return {"as taken": np.asarray(images), **conditions(images, seed)}
+
+
+def predictions_per_condition(model, sets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``{name: the class model predicts for each photo}`` for each set of uint8 photos in ``sets`` (``photo_sets``)."""
+    return {name: model.predict(ru.to_model_input(photos), batch_size=64, verbose=0).argmax(axis=1) for name, photos in sets.items()}
+
+
 def accuracy_per_condition(model, images, labels, seed: int = 0) -> dict[str, float]:
     """Accuracy of ``model`` on the photos as taken and under each of ``conditions``."""
     labels = np.asarray(labels).reshape(-1)
-    sets = {"as taken": np.asarray(images), **conditions(images, seed)}
-    return {name: float((model.predict(ru.to_model_input(photos), batch_size=64, verbose=0).argmax(axis=1) == labels).mean())
-            for name, photos in sets.items()}
+    return {name: float((predicted == labels).mean()) for name, predicted in predictions_per_condition(model, photo_sets(images, seed)).items()}

@@ -52,9 +52,10 @@ HEAD = rt.Recipe(
     cosine=True, label_smoothing=0.1, augment=True,
 )
 FINE_TUNE = dataclasses.replace(HEAD, name="transfer, fine-tune stage 5", epochs=4, learning_rate=1e-5)
-# From scratch with the same budget: as many epochs as the head and the fine-tuning together.
+# From scratch with the same budget: as many epochs as the head and the fine-tuning together, and the same photos
+# (no new walls, which the transfer recipes do not use either).
 SCRATCH = dataclasses.replace(rt.DEFAULT, name="from scratch", epochs=HEAD.epochs + FINE_TUNE.epochs,
-                              validation_per_class=0, restore_best=False)
+                              validation_per_class=0, restore_best=False, new_walls=0.0, new_walls_after_epoch=0, new_walls_ramp_epochs=0)
 
 
 class TransferError(RuntimeError):

@@ -93,8 +93,8 @@ def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
     assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 25
-    assert rt.NEW_WALLS == dataclasses.replace(rt.DEFAULT, name="new-walls", new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4)
-    assert rt.DEFAULT.new_walls == 0.0
+    assert (rt.DEFAULT.new_walls, rt.DEFAULT.new_walls_after_epoch, rt.DEFAULT.new_walls_ramp_epochs, rt.DEFAULT.clip_norm) == (0.5, 6, 4, 1.0)
+    assert rt.PLAIN_WALLS == dataclasses.replace(rt.DEFAULT, name="plain-walls", new_walls=0.0, new_walls_after_epoch=0, new_walls_ramp_epochs=0, clip_norm=0.0)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +104,11 @@ def test_recipes_differ_only_where_documented():
         (["--epochs", "ten"], "--epochs: expected a whole number, got 'ten'"),
         (["--batch-size", "5000"], "--batch-size 5000 is larger than the training set"),
         (["--recipe", "fast"], "invalid choice: 'fast'"),
+        (["--set", "clipnorm=1"], "expected FIELD=VALUE with FIELD one of epochs, batch_size"),
+        (["--set", "clip_norm"], "expected FIELD=VALUE"),
+        (["--set", "name=mine"], "expected FIELD=VALUE"),
+        (["--set", "new_walls=half"], "new_walls needs a float, got 'half'"),
+        (["--set", "augment=yes"], "augment is true or false, got 'yes'"),
     ],
 )
 def test_train_command_line_rejects_bad_arguments(argv, message, capsys):
@@ -111,6 +116,12 @@ def test_train_command_line_rejects_bad_arguments(argv, message, capsys):
         rt.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_train_command_line_changes_settings_of_the_recipe():
+    args = rt.parse_args(["--recipe", "default", "--set", "clip_norm=0", "--set", "augment=false", "--set", "new_walls_after_epoch=2", "--epochs", "3"])
+    assert rt.recipe_from_args(args) == dataclasses.replace(rt.DEFAULT, clip_norm=0.0, augment=False, new_walls_after_epoch=2, epochs=3)
+    assert rt.recipe_from_args(rt.parse_args([])) == rt.DEFAULT
 
 
 def test_train_command_line_rejects_a_file_as_output_dir(tmp_path, capsys):
@@ -149,18 +160,6 @@ def test_predict_errors_are_clear(tiny_run, tmp_path, capsys):
     assert "is not a loadable Keras model" in capsys.readouterr().err
 
 
-def test_photo_variations_are_deterministic_transforms_of_the_photos():
-    photos = ru.load_dataset()[2][:4]
-    variations = rt.photo_variations(photos)
-    assert list(variations)[0] == "as taken" and len(variations) == 6
-    for name, images in variations.items():
-        assert images.shape == photos.shape and images.dtype == np.uint8, name
-    np.testing.assert_array_equal(variations["as taken"], photos)
-    np.testing.assert_array_equal(variations["mirrored (the other hand)"], photos[:, :, ::-1])
-    assert variations["darker (60% light)"].mean() < 0.65 * photos.mean()
-    np.testing.assert_array_equal(rt.photo_variations(photos)["further away (75% size)"], variations["further away (75% size)"])
-
-
 def test_show_misclassified_titles_each_mistake():
     x = np.zeros((3, 64, 64, 3), dtype=np.uint8)
     probabilities = np.full((3, 6), 0.1)
@@ -193,7 +192,7 @@ def test_train_command_line_needs_tf_config_for_multi_worker(monkeypatch, capsys
 def _first_batches(**changes):
     x_train, y_train, _, _, _ = ru.load_dataset()
     pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:8] for c in range(6)])
-    dataset = rt.make_dataset(x_train[pick], ru.convert_to_one_hot(y_train.ravel()[pick], 6), 16, seed=1, augment=True, **changes)
+    dataset = rt.make_dataset(x_train[pick], ru.convert_to_one_hot(y_train.ravel()[pick], 6), 16, seed=1, recipe=dataclasses.replace(rt.PLAIN_WALLS, **changes))
     return np.concatenate([images.numpy() for images, _ in dataset])
 
 
@@ -233,7 +232,7 @@ def test_new_walls_start_after_some_epochs_and_ramp_up():
     x_train, y_train, _, _, _ = ru.load_dataset()
     pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:4] for c in range(6)])
     y = ru.convert_to_one_hot(y_train.ravel()[pick], 6)
-    epochs = lambda **changes: [np.concatenate([b.numpy() for b, _ in dataset]) for dataset in [rt.make_dataset(x_train[pick], y, 8, 1, True, **changes)] for _ in range(3)]  # noqa: E731
+    epochs = lambda **changes: [np.concatenate([b.numpy() for b, _ in dataset]) for dataset in [rt.make_dataset(x_train[pick], y, 8, 1, dataclasses.replace(rt.PLAIN_WALLS, **changes))] for _ in range(3)]  # noqa: E731
     plain, ramped = epochs(), epochs(new_walls=1.0, new_walls_after_epoch=1, new_walls_ramp_epochs=2)
     np.testing.assert_array_equal(ramped[0], plain[0])  # epoch 1: no photo on a new wall
     changed = lambda a, b: (np.abs(a - b).reshape(len(a), -1).max(axis=1) > 0.01).mean()  # noqa: E731  share of photos that differ
@@ -241,6 +240,20 @@ def test_new_walls_start_after_some_epochs_and_ramp_up():
 
 
 def test_a_recipe_prints_its_photo_changes_only_when_they_are_on():
-    assert "new_walls" not in repr(rt.DEFAULT) and repr(rt.DEFAULT).endswith("augment=True, validation_per_class=18, restore_best=True)")
-    assert "new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, validation_per_class" in repr(rt.NEW_WALLS)
+    assert "new_walls" not in repr(rt.PLAIN_WALLS) and "clip_norm" not in repr(rt.PLAIN_WALLS)
+    assert repr(rt.PLAIN_WALLS).endswith("augment=True, validation_per_class=18, restore_best=True)")
+    assert "clip_norm=1.0, bn_momentum=0.9, augment=True, new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, validation_per_class" in repr(rt.DEFAULT)
     assert "greyscale=0.1" in repr(dataclasses.replace(rt.DEFAULT, greyscale=0.1))
+
+
+def _small_network():
+    inputs = ru.keras.Input((4,))
+    return ru.keras.Model(inputs, ru.keras.layers.Dense(3, activation="softmax")(ru.keras.layers.Dense(8, activation="relu")(inputs)))
+
+
+def test_gradient_clipping_is_the_optimizers_when_the_recipe_asks():
+    clipped = rt.compile_model(_small_network(), dataclasses.replace(TINY, clip_norm=1.0), steps_per_epoch=2)
+    assert clipped.optimizer.global_clipnorm == 1.0
+    assert rt.compile_model(_small_network(), TINY, steps_per_epoch=2).optimizer.global_clipnorm is None
+    # on two replicas Keras clips each replica's share (half the gradient) before summing them: half the norm each
+    assert rt.for_replicas(rt.DEFAULT, 2).clip_norm == rt.DEFAULT.clip_norm / 2

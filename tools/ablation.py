@@ -1,8 +1,9 @@
 """What each choice of the default recipe buys: train it with one choice undone at a time.
 
-    python tools/ablation.py [--seed 0] [--epochs 25] [--output runs/ablation] [--variants NAME ...]
+    python tools/ablation.py [--recipe default] [--seed 0] [--epochs 25] [--output runs/ablation] [--variants NAME ...]
 
-Every variant trains with the same seed (same split, same initial weights, same batches) for the same
+``--recipe`` names the recipe the variants start from (``resnets_train.RECIPES``; the table in docs/results.md
+was measured on ``plain-walls``, the default before new walls). Every variant trains with the same seed (same split, same initial weights, same batches) for the same
 number of epochs (the default recipe's, 25, unless ``--epochs`` says otherwise; the table in docs/results.md
 was measured with ``--epochs 20``, the default's length when it was made); each undoes one choice
 of the default, except the last, which adds one that was measured and left out. Reported: test accuracy
@@ -64,10 +65,10 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reuse_benchmark(results: dict, seed: int, epochs: int) -> None:
+def reuse_benchmark(results: dict, base: rt.Recipe, seed: int, epochs: int) -> None:
     """The full recipe with this seed may have run already in ``tools/benchmark_training.py``: reuse it."""
-    path = ROOT / "runs" / "benchmark" / "default.json"
-    recipe = dataclasses.replace(rt.DEFAULT, epochs=epochs)
+    path = ROOT / "runs" / "benchmark" / f"{base.name}.json"
+    recipe = dataclasses.replace(base, epochs=epochs)
     stored = results.get("default recipe")
     if (stored and same_recipe(stored["recipe"], recipe) and stored["seed"] == seed) or not path.exists():
         return
@@ -85,6 +86,7 @@ def reuse_benchmark(results: dict, seed: int, epochs: int) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", choices=sorted(rt.RECIPES), default="default", help="the recipe the variants start from (default: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=rt.DEFAULT.epochs, help=f"epochs for every variant (default {rt.DEFAULT.epochs})")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "ablation")
@@ -95,10 +97,11 @@ def main(argv=None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     results_path = args.output / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    reuse_benchmark(results, args.seed, args.epochs)
+    base = rt.RECIPES[args.recipe]
+    reuse_benchmark(results, base, args.seed, args.epochs)
     data = ru.load_dataset()
     for name in args.variants:
-        recipe = dataclasses.replace(rt.DEFAULT, epochs=args.epochs, **VARIANTS[name])
+        recipe = dataclasses.replace(base, epochs=args.epochs, **VARIANTS[name])
         if name in results and same_recipe(results[name]["recipe"], recipe) and results[name]["seed"] == args.seed:
             print(f"{name}: done already ({results[name]['test_accuracy']:.1%})", flush=True)
             continue

@@ -1,6 +1,6 @@
 """Benchmark the default training recipe against the course's, on this machine, in one run.
 
-    python tools/benchmark_training.py [--seed 0] [--epochs 25] [--output runs/benchmark]
+    python tools/benchmark_training.py [--seed 0] [--epochs 25] [--output runs/benchmark] [--recipes default course]
 
 Each recipe trains in its own process (so its peak memory is its own) with the same seed and number of
 epochs (the default recipe's, 25, unless ``--epochs`` says otherwise). After every epoch the test
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=rt.DEFAULT.epochs, help=f"epochs for every recipe (default {rt.DEFAULT.epochs})")
-    parser.add_argument("--recipes", nargs="+", default=["default", "course"], choices=["default", "course"])
+    parser.add_argument("--recipes", nargs="+", default=["default", "course"], choices=sorted(rt.RECIPES))
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "benchmark")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

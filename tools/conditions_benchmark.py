@@ -8,9 +8,9 @@ The conditions (backgrounds, tilt, framing, light, contrast, greyscale, JPEG qua
 ``photo_conditions.conditions``, built with a fixed seed from the test photos, or from the validation photos
 of seed 0's split (18 per digit, held out of training by every recipe that uses a validation split).
 The course's recipe trains on all 1,080 training photos, so only the test split is fair to it.
-Networks: ``runs/default-seed0`` (``make train``), ``runs/new-walls-seed0``
-(``make train ARGS="--recipe new-walls"``, the experimental recipe with new walls) and ``runs/course-seed0``
-(``make train ARGS="--recipe course"``), those that exist, or each ``--model NAME=PATH``. Writes
+Networks: ``runs/course-seed0`` (``make train ARGS="--recipe course"``), ``runs/plain-walls-seed0``
+(``make train ARGS="--recipe plain-walls"``, the default before new walls) and ``runs/default-seed0``
+(``make train``), those that exist, or each ``--model NAME=PATH``. Writes
 ``conditions.json`` and ``conditions.md`` (one row per condition, a column per network, the mean and the
 worst at the bottom) to ``--output``.
 """
@@ -29,8 +29,8 @@ import photo_conditions as pc  # noqa: E402
 import resnets_train as rt  # noqa: E402
 import resnets_utils as ru  # noqa: E402
 
-DEFAULT_MODELS = {name: ROOT / "runs" / f"{name}-seed0" / "model.keras" for name in ("course", "default", "new-walls")}
-TRAIN_COMMANDS = {"course": 'make train ARGS="--recipe course"', "default": "make train", "new-walls": 'make train ARGS="--recipe new-walls"'}
+DEFAULT_MODELS = {name: ROOT / "runs" / f"{name}-seed0" / "model.keras" for name in ("course", "plain-walls", "default")}
+TRAIN_COMMANDS = {"course": 'make train ARGS="--recipe course"', "plain-walls": 'make train ARGS="--recipe plain-walls"', "default": "make train"}
 
 
 def photos(split: str):
