@@ -82,8 +82,10 @@ class Recipe:
     new_walls: float = 0.0  # share of training photos whose wall is replaced: a colour, gradient, blotches or stripes
     new_walls_after_epoch: int = 0  # no new walls before this many epochs: the hand is learnt first
     new_walls_ramp_epochs: int = 0  # then the share grows linearly to ``new_walls`` over this many epochs
+    new_walls_zoom_out: float = 0.0  # a photo on a new wall is also shrunk to a scale in [1 - this, 1], anywhere in the frame
     white_balance: float = 0.0  # per-channel light gains drawn from 1 +- this (warm and cool light)
     greyscale: float = 0.0  # share of training photos turned grey
+    jpeg: float = 0.0  # share of training photos saved as a JPEG of quality 20-90 and read back
     validation_per_class: int = 0  # images per class held out of training for validation
     restore_best: bool = False  # keep the weights of the epoch with the lowest validation loss
 
@@ -94,7 +96,8 @@ class Recipe:
         return f"Recipe({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
 
-_LISTED_WHEN_ON = {"clip_norm", "new_walls", "new_walls_after_epoch", "new_walls_ramp_epochs", "white_balance", "greyscale"}
+_LISTED_WHEN_ON = {"clip_norm", "new_walls", "new_walls_after_epoch", "new_walls_ramp_epochs", "new_walls_zoom_out", "white_balance",
+                   "greyscale", "jpeg"}
 
 
 DEFAULT = Recipe(
@@ -168,11 +171,6 @@ def strategy_name(strategy) -> str:
     return "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else type(strategy).__name__
 
 
-def task_id(strategy) -> int:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return int(resolver.task_id or 0) if resolver is not None and resolver.cluster_spec().as_dict() else 0
-
-
 # ----------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------
@@ -237,14 +235,29 @@ def random_walls(generator: tf.random.Generator, n, size: int) -> tf.Tensor:
     return tf.clip_by_value(walls, 0.0, 1.0)
 
 
+def _shrink_anywhere(hands, masks, generator: tf.random.Generator, zoom_out: float):
+    """The cut-out ``hands`` (photos times ``masks``) and their ``masks``, each pair shrunk to a scale drawn in
+    [1 - ``zoom_out``, 1] and moved to a random place in the frame; nothing (a zero mask) around them."""
+    n, size = tf.shape(hands)[0], hands.shape[1]
+    scale = generator.uniform((n, 1), 1.0 - zoom_out, 1.0)
+    offset = generator.uniform((n, 2)) * (1.0 - scale) * size  # the shrunk photo's top-left corner, inside the frame
+    zeros, ones = tf.zeros((n, 1)), tf.ones((n, 1))
+    # output pixel (x, y) reads input pixel ((x - offset_x) / scale, (y - offset_y) / scale)
+    transforms = tf.concat([ones / scale, zeros, -offset[:, :1] / scale, zeros, ones / scale, -offset[:, 1:] / scale, zeros, zeros], axis=1)
+    both = tf.raw_ops.ImageProjectiveTransformV3(images=tf.concat([hands, masks], axis=-1), transforms=transforms,
+                                                 output_shape=[size, size], fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return both[..., :3], both[..., 3:]
+
+
 def make_dataset(x, y_one_hot, batch_size: int, seed: int, recipe: Recipe | None = None, shuffle: bool = True, shard: bool = False) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of scaled images and one-hot labels, shuffled unless ``shuffle`` is false.
 
     ``recipe``: a training recipe whose photo changes to apply (none if ``None`` or its ``augment`` is off):
     ``new_walls`` of the photos get ``random_walls`` behind the hand (its mask, ``photo_conditions.hand_alpha``,
     computed once per photo; none in the first ``new_walls_after_epoch`` epochs, then a share that grows
-    linearly to ``new_walls`` over ``new_walls_ramp_epochs``), then every photo gets ``augmentation``,
-    white-balance gains, and ``greyscale`` of them lose their colour.
+    linearly to ``new_walls`` over ``new_walls_ramp_epochs``; with ``new_walls_zoom_out`` the hand is also
+    shrunk, and the new wall fills the frame around it), then every photo gets ``augmentation``,
+    white-balance gains, ``greyscale`` of them lose their colour and ``jpeg`` of them are JPEG-compressed.
     ``shard``: on a cluster, each worker keeps its share of every batch (by element: there are no files).
     """
     augment = recipe is not None and recipe.augment
@@ -268,7 +281,10 @@ def make_dataset(x, y_one_hot, batch_size: int, seed: int, recipe: Recipe | None
                 epoch = tf.cast(batches_made.assign_add(1) - 1, tf.float32) // steps_per_epoch
                 ramp = (epoch - recipe.new_walls_after_epoch + 1) / max(recipe.new_walls_ramp_epochs, 1)
                 share = recipe.new_walls * tf.clip_by_value(ramp, 0.0, 1.0)
-                on_new_wall = images * masks + random_walls(generator, n, images.shape[1]) * (1.0 - masks)
+                hands, masks = images * masks, masks
+                if recipe.new_walls_zoom_out:
+                    hands, masks = _shrink_anywhere(hands, masks, generator, recipe.new_walls_zoom_out)
+                on_new_wall = hands + random_walls(generator, n, images.shape[1]) * (1.0 - masks)
                 images = tf.where(generator.uniform((n, 1, 1, 1)) < share, on_new_wall, images)
             images = augmenter(images, training=True)
             if recipe.white_balance:
@@ -276,7 +292,13 @@ def make_dataset(x, y_one_hot, batch_size: int, seed: int, recipe: Recipe | None
             if recipe.greyscale:
                 grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
                 images = tf.where(generator.uniform((n, 1, 1, 1)) < recipe.greyscale, grey, images)
-            return tf.clip_by_value(images, 0.0, 1.0), labels
+            images = tf.clip_by_value(images, 0.0, 1.0)
+            if recipe.jpeg:
+                qualities = tf.cast(generator.uniform((n,), 20, 91), tf.int32)
+                compressed = tf.map_fn(lambda pair: tf.image.adjust_jpeg_quality(pair[0], pair[1]), (images, qualities),
+                                       fn_output_signature=tf.float32)
+                images = tf.where(generator.uniform((n, 1, 1, 1)) < recipe.jpeg, compressed, images)
+            return images, labels
 
         dataset = dataset.map(change)
     if shard:
@@ -344,6 +366,30 @@ def save_model_atomically(model, path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+class _ChiefsBackup(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` for a cluster: the chief writes the backup, and every worker restores from
+    it, so all resume from the same epoch. (With a copy per worker, a worker killed between two epochs'
+    backups left the copies an epoch apart; restarted, the workers ran different epochs and their
+    collectives no longer matched.) On separate machines ``backup_dir`` must be storage that all of them read."""
+
+    def __init__(self, backup_dir, chief: bool):
+        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=chief)
+        self.chief = chief
+
+    def on_train_begin(self, logs=None):
+        if self.chief:
+            return super().on_train_begin(logs)
+        try:  # read only: restoring is the chief's to repair
+            self._load_model()
+        except OSError:  # the chief's latest state is unreadable: it goes back to its previous one, so does this worker
+            self._weights_path, self._training_metadata_path = self._prev_weights_path, self._prev_training_metadata_path
+            self._load_model()
+
+    def _save_model(self):
+        if self.chief:
+            super()._save_model()
+
+
 # ----------------------------------------------------------------------------------------------------
 # A whole run
 # ----------------------------------------------------------------------------------------------------
@@ -393,8 +439,8 @@ def train(recipe: Recipe, seed: int, output_dir: Path | None = None, verbose: in
         keras.mixed_precision.set_global_policy(previous_policy)
 
     fit_callbacks = list(callbacks)
-    if backup_dir is not None:  # each worker its own copy (they hold the same weights): no two processes write one file
-        fit_callbacks.append(keras.callbacks.BackupAndRestore(str(Path(backup_dir) / f"worker-{task_id(strategy)}"), double_checkpoint=True))
+    if backup_dir is not None:
+        fit_callbacks.append(_ChiefsBackup(backup_dir, chief=is_chief(strategy)))
     if recipe.restore_best and val_data is not None:
         fit_callbacks.append(_RestoreBestWeights())
     on_a_cluster = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -551,7 +597,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="mixed_bfloat16 for CPUs with AMX/AVX-512 BF16, "
                         "mixed_float16 for GPUs (default float32)")
     parser.add_argument("--backup-dir", type=Path, help="save the training state here after every epoch and resume from it "
-                        "when started again (for multi-worker runs that lose a worker)")
+                        "when started again (for multi-worker runs that lose a worker; the chief writes it, every worker reads it: shared storage)")
     args = parser.parse_args(argv)
     if args.output_dir is None:
         args.output_dir = DEFAULT_OUTPUT_ROOT / f"{args.recipe}-seed{args.seed}"

@@ -189,11 +189,11 @@ def _finish(workers, timeout):
 def test_two_workers_resume_after_one_is_killed(tmp_path):
     """MultiWorkerMirroredStrategy with two processes on loopback ports. Worker 1 is killed once the state
     after epoch 2 of 4 is backed up; the cluster (here: this test) stops worker 0, which cannot go on
-    alone, and starts both again; they resume from the backup, run only the epochs left, and only the
-    chief (worker 0) writes the run."""
+    alone, and starts both again; they resume from the chief's backup (the only one), run only the epochs
+    left, the same number on both, and only the chief (worker 0) writes the run."""
     ports, epochs = _free_ports(2), 4
     workers = _start_workers(tmp_path, ports, epochs, "first")
-    metadata = tmp_path / "backup" / "worker-0" / "training_metadata.json"
+    metadata = tmp_path / "backup" / "training_metadata.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p, _ in workers):
@@ -211,6 +211,7 @@ def test_two_workers_resume_after_one_is_killed(tmp_path):
     first = _finish(workers, timeout=60)  # worker 0 fails at its next collective (or is stopped after 60 s)
     assert first[0][0] != 0 and first[1][0] == -signal.SIGKILL, first[0][1][-2000:]
     assert not (tmp_path / "out0" / "metrics.json").exists()
+    assert not [p for p in (tmp_path / "backup").iterdir() if p.is_dir()], "one backup, the chief's: no copy per worker"
 
     second = _finish(_start_workers(tmp_path, ports, epochs, "second"), timeout=400)
     for returncode, output in second:
@@ -218,9 +219,10 @@ def test_two_workers_resume_after_one_is_killed(tmp_path):
     results = [json.loads(output.strip().splitlines()[-1]) for _, output in second]
     assert [r["chief"] for r in results] == [True, False] and results[0]["replicas"] == 2
     resumed = results[0]["epochs_run"]
+    assert results[1]["epochs_run"] == resumed, "both workers resumed from the same epoch"
     assert epochs - backed_up - 1 <= resumed <= epochs - backed_up, (backed_up, resumed)  # not started over
     metrics = json.loads((tmp_path / "out0" / "metrics.json").read_text())
     assert metrics["strategy"] == "multi-worker" and metrics["recipe"]["batch_size"] == 64
     assert (tmp_path / "out0" / "model.keras").is_file()
     assert not any((tmp_path / "out1").glob("*")), "only the chief writes the run"
-    assert not (tmp_path / "backup" / "worker-0").exists(), "the backup is removed when the run finishes"
+    assert not (tmp_path / "backup").exists(), "the backup is removed when the run finishes"

@@ -228,6 +228,21 @@ def test_light_changes_white_balance_and_greyscale():
     assert np.ptp(ratio[:, 0] / ratio[:, 2]) > 0.1  # red and blue scaled differently, photo by photo
 
 
+def test_new_walls_can_also_shrink_the_hand(monkeypatch):
+    # on black walls the photo's brightness is the hand's: a hand at scale s keeps about s squared of it
+    monkeypatch.setattr(rt, "random_walls", lambda generator, n, size: ru.tf.zeros((n, size, size, 3)))
+    full, shrunk = _first_batches(new_walls=1.0), _first_batches(new_walls=1.0, new_walls_zoom_out=0.5)
+    kept = shrunk.mean(axis=(1, 2, 3)) / full.mean(axis=(1, 2, 3))
+    assert 0.25 < kept.mean() < 0.8 and kept.max() < 1.05, kept  # scales from 0.5 to 1: about 0.58 of the area on average
+    np.testing.assert_array_equal(shrunk, _first_batches(new_walls=1.0, new_walls_zoom_out=0.5))
+
+
+def test_jpeg_compression_changes_photos_a_little():
+    plain, compressed = _first_batches(), _first_batches(jpeg=1.0)
+    difference = np.abs(compressed - plain).mean(axis=(1, 2, 3))
+    assert (difference > 0.002).all() and difference.mean() < 0.03, difference
+
+
 def test_new_walls_start_after_some_epochs_and_ramp_up():
     x_train, y_train, _, _, _ = ru.load_dataset()
     pick = np.concatenate([np.flatnonzero(y_train.ravel() == c)[:4] for c in range(6)])
@@ -244,6 +259,7 @@ def test_a_recipe_prints_its_photo_changes_only_when_they_are_on():
     assert repr(rt.PLAIN_WALLS).endswith("augment=True, validation_per_class=18, restore_best=True)")
     assert "clip_norm=1.0, bn_momentum=0.9, augment=True, new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, validation_per_class" in repr(rt.DEFAULT)
     assert "greyscale=0.1" in repr(dataclasses.replace(rt.DEFAULT, greyscale=0.1))
+    assert "jpeg" not in repr(rt.DEFAULT) and "new_walls_zoom_out=0.4" in repr(dataclasses.replace(rt.DEFAULT, new_walls_zoom_out=0.4))
 
 
 def _small_network():
