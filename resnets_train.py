@@ -79,9 +79,12 @@ class Recipe:
     clip_norm: float = 0.0  # if > 0, gradients are scaled down so their global norm is at most this: no step is huge
     bn_momentum: float = 0.99
     augment: bool = False
+    tilt: float = 0.05  # the largest random rotation, in turns (0.05: 18 degrees)
+    contrast: float = 0.2  # random contrast factors in 1 +- this
     new_walls: float = 0.0  # share of training photos whose wall is replaced: a colour, gradient, blotches or stripes
     new_walls_after_epoch: int = 0  # no new walls before this many epochs: the hand is learnt first
     new_walls_ramp_epochs: int = 0  # then the share grows linearly to ``new_walls`` over this many epochs
+    varied_walls: bool = False  # new walls also of many-coloured blotches, stripes of any width and edge, checks, grain
     new_walls_zoom_out: float = 0.0  # a photo on a new wall is also shrunk to a scale in [1 - this, 1], anywhere in the frame
     white_balance: float = 0.0  # per-channel light gains drawn from 1 +- this (warm and cool light)
     greyscale: float = 0.0  # share of training photos turned grey
@@ -90,13 +93,13 @@ class Recipe:
     restore_best: bool = False  # keep the weights of the epoch with the lowest validation loss
 
     def __repr__(self) -> str:
-        # The photo changes below ``augment`` are listed only when they are on: a recipe that does not use
-        # them reads (and prints, as in chapter 04) as it did before they existed.
+        # The options added after chapter 04 was written are listed only when they differ from their defaults: a
+        # recipe that does not use them reads (and prints, as in chapter 04) as it did before they existed.
         shown = [f for f in dataclasses.fields(self) if not (f.name in _LISTED_WHEN_ON and getattr(self, f.name) == f.default)]
         return f"Recipe({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
 
-_LISTED_WHEN_ON = {"clip_norm", "new_walls", "new_walls_after_epoch", "new_walls_ramp_epochs", "new_walls_zoom_out", "white_balance",
+_LISTED_WHEN_ON = {"tilt", "contrast", "clip_norm", "new_walls", "new_walls_after_epoch", "new_walls_ramp_epochs", "varied_walls", "new_walls_zoom_out", "white_balance",
                    "greyscale", "jpeg"}
 
 
@@ -196,26 +199,27 @@ def subset_per_class(labels, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def augmentation(seed: int) -> keras.Sequential:
+def augmentation(seed: int, tilt: float = 0.05, contrast: float = 0.2) -> keras.Sequential:
     """Random changes that match how people photograph a hand: either hand (a horizontal flip), a tilt of up
-    to about 18 degrees, the hand off-centre or nearer/further, and other light and contrast."""
+    to ``tilt`` of a turn (0.05: 18 degrees), the hand off-centre or nearer/further, and other light and contrast."""
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.05, fill_mode="nearest", seed=seed + 1),
+            layers.RandomRotation(tilt, fill_mode="nearest", seed=seed + 1),
             layers.RandomZoom(0.15, fill_mode="nearest", seed=seed + 2),
             layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 3),
-            layers.RandomContrast(0.2, seed=seed + 4),
+            layers.RandomContrast(contrast, seed=seed + 4),
             layers.RandomBrightness(0.2, value_range=(0.0, 1.0), seed=seed + 5),
         ],
         name="augmentation",
     )
 
 
-def random_walls(generator: tf.random.Generator, n, size: int) -> tf.Tensor:
+def random_walls(generator: tf.random.Generator, n, size: int, varied: bool = False) -> tf.Tensor:
     """``n`` random ``(size, size, 3)`` walls in [0, 1]: a plain colour (35%), a two-colour gradient (20%), blotches
     (25%) or stripes (20%) at a random angle. Colours are drawn with uniform hue, saturation and brightness,
-    so dark, pale, skin-like and vivid walls all occur."""
+    so dark, pale, skin-like and vivid walls all occur. ``varied``: plain (20%), gradient (10%), blotches (15%),
+    blotches of many colours (20%), stripes of any width and edge (20%) or checks (15%), each with its own grain."""
     def colour():
         hsv = tf.concat([generator.uniform((n, 1, 1, 1)), generator.uniform((n, 1, 1, 1)), generator.uniform((n, 1, 1, 1), 0.1, 1.0)], axis=-1)
         return tf.image.hsv_to_rgb(hsv)
@@ -231,7 +235,26 @@ def random_walls(generator: tf.random.Generator, n, size: int) -> tf.Tensor:
     blotches += generator.normal((n, size, size, 3), 0, 0.03)
     kind = generator.uniform((n, 1, 1, 1))
     plain = tf.broadcast_to(first, tf.shape(gradient))
-    walls = tf.where(kind < 0.35, plain, tf.where(kind < 0.55, gradient, tf.where(kind < 0.8, blotches, stripes)))
+    if not varied:
+        walls = tf.where(kind < 0.35, plain, tf.where(kind < 0.55, gradient, tf.where(kind < 0.8, blotches, stripes)))
+        return tf.clip_by_value(walls, 0.0, 1.0)
+    # Varied: stripes of any width, duty and edge (soft to hard), checks, and blotches of many colours at three
+    # scales, each wall with its own grain: textures as a room, a shirt or a tablecloth show them.
+    def u(low=0.0, high=1.0):
+        return generator.uniform((n, 1, 1, 1), low, high)
+
+    sharpness = tf.exp(u(np.log(2.0), np.log(60.0)))
+    across = xs[None, ..., None] * -tf.sin(angle) + ys[None, ..., None] * tf.cos(angle)
+    wave = tf.sin(along * 2 * np.pi * u(2, 10) + u(0, 2 * np.pi))
+    stripes = first + (second - first) * tf.sigmoid((wave - u(-0.6, 0.6)) * sharpness)
+    checks = first + (second - first) * tf.sigmoid(wave * tf.sin(across * 2 * np.pi * u(2, 8)) * sharpness)
+    scale = u()
+    many = [tf.image.resize(tf.image.hsv_to_rgb(tf.concat([generator.uniform((n, g, g, 2)), generator.uniform((n, g, g, 1), 0.1, 1.0)], -1)),
+                            (size, size), method="bicubic") for g in (3, 6, 12)]
+    many_colours = tf.where(scale < 1 / 3, many[0], tf.where(scale < 2 / 3, many[1], many[2]))
+    walls = tf.where(kind < 0.2, plain, tf.where(kind < 0.3, gradient, tf.where(kind < 0.45, blotches, tf.where(
+        kind < 0.65, many_colours, tf.where(kind < 0.85, stripes, checks)))))
+    walls += generator.normal((n, size, size, 3)) * u(0.0, 0.05)
     return tf.clip_by_value(walls, 0.0, 1.0)
 
 
@@ -270,7 +293,7 @@ def make_dataset(x, y_one_hot, batch_size: int, seed: int, recipe: Recipe | None
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augment:
-        augmenter = augmentation(seed)
+        augmenter = augmentation(seed, recipe.tilt, recipe.contrast)
         generator = tf.random.Generator.from_seed(seed + 10)  # used in order (no parallel map): the same draws every run
         batches_made = tf.Variable(0, dtype=tf.int64, trainable=False)  # counts in the same order: the epoch, for the ramp
         steps_per_epoch = math.ceil(len(x) / batch_size)
@@ -281,10 +304,10 @@ def make_dataset(x, y_one_hot, batch_size: int, seed: int, recipe: Recipe | None
                 epoch = tf.cast(batches_made.assign_add(1) - 1, tf.float32) // steps_per_epoch
                 ramp = (epoch - recipe.new_walls_after_epoch + 1) / max(recipe.new_walls_ramp_epochs, 1)
                 share = recipe.new_walls * tf.clip_by_value(ramp, 0.0, 1.0)
-                hands, masks = images * masks, masks
+                hands = images * masks
                 if recipe.new_walls_zoom_out:
                     hands, masks = _shrink_anywhere(hands, masks, generator, recipe.new_walls_zoom_out)
-                on_new_wall = hands + random_walls(generator, n, images.shape[1]) * (1.0 - masks)
+                on_new_wall = hands + random_walls(generator, n, images.shape[1], recipe.varied_walls) * (1.0 - masks)
                 images = tf.where(generator.uniform((n, 1, 1, 1)) < share, on_new_wall, images)
             images = augmenter(images, training=True)
             if recipe.white_balance:

@@ -219,6 +219,18 @@ def test_random_walls_cover_dark_pale_and_vivid_colours():
     assert 0.3 < textured.mean() < 0.9  # plain walls and gradients, blotches, stripes
 
 
+def test_varied_walls_add_walls_of_many_colours():
+    def many_coloured(walls):  # a wall's colours spread off the line between two colours: a second principal component
+        pixels = walls.reshape(len(walls), -1, 3)
+        pixels = pixels - pixels.mean(axis=1, keepdims=True)
+        return np.linalg.svd(pixels, compute_uv=False)[:, 1] / np.sqrt(pixels.shape[1]) > 0.08
+
+    generator = lambda: ru.tf.random.Generator.from_seed(0)  # noqa: E731
+    basic, varied = rt.random_walls(generator(), 400, 32).numpy(), rt.random_walls(generator(), 400, 32, varied=True).numpy()
+    assert varied.shape == (400, 32, 32, 3) and varied.min() >= 0 and varied.max() <= 1
+    assert many_coloured(basic).mean() < 0.02 and 0.1 < many_coloured(varied).mean() < 0.5, (many_coloured(basic).mean(), many_coloured(varied).mean())
+
+
 def test_light_changes_white_balance_and_greyscale():
     plain = _first_batches()
     grey = _first_batches(greyscale=1.0)
@@ -230,11 +242,18 @@ def test_light_changes_white_balance_and_greyscale():
 
 def test_new_walls_can_also_shrink_the_hand(monkeypatch):
     # on black walls the photo's brightness is the hand's: a hand at scale s keeps about s squared of it
-    monkeypatch.setattr(rt, "random_walls", lambda generator, n, size: ru.tf.zeros((n, size, size, 3)))
+    monkeypatch.setattr(rt, "random_walls", lambda generator, n, size, *kinds: ru.tf.zeros((n, size, size, 3)))
     full, shrunk = _first_batches(new_walls=1.0), _first_batches(new_walls=1.0, new_walls_zoom_out=0.5)
     kept = shrunk.mean(axis=(1, 2, 3)) / full.mean(axis=(1, 2, 3))
     assert 0.25 < kept.mean() < 0.8 and kept.max() < 1.05, kept  # scales from 0.5 to 1: about 0.58 of the area on average
     np.testing.assert_array_equal(shrunk, _first_batches(new_walls=1.0, new_walls_zoom_out=0.5))
+
+
+def test_tilt_and_contrast_are_recipe_options():
+    plain = _first_batches()
+    np.testing.assert_array_equal(plain, _first_batches())
+    assert np.abs(_first_batches(tilt=0.25) - plain).mean() > 0.05  # the same draws, turned further
+    assert np.abs(_first_batches(contrast=0.6) - plain).mean() > 0.005
 
 
 def test_jpeg_compression_changes_photos_a_little():
@@ -259,6 +278,7 @@ def test_a_recipe_prints_its_photo_changes_only_when_they_are_on():
     assert repr(rt.PLAIN_WALLS).endswith("augment=True, validation_per_class=18, restore_best=True)")
     assert "clip_norm=1.0, bn_momentum=0.9, augment=True, new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, validation_per_class" in repr(rt.DEFAULT)
     assert "greyscale=0.1" in repr(dataclasses.replace(rt.DEFAULT, greyscale=0.1))
+    assert "tilt" not in repr(rt.DEFAULT) and "tilt=0.08" in repr(dataclasses.replace(rt.DEFAULT, tilt=0.08))
     assert "jpeg" not in repr(rt.DEFAULT) and "new_walls_zoom_out=0.4" in repr(dataclasses.replace(rt.DEFAULT, new_walls_zoom_out=0.4))
 
 
