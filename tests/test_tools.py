@@ -125,3 +125,25 @@ def test_http_fuzzer_finds_no_5xx_in_a_short_seeded_run(tmp_path, monkeypatch, s
     assert report["failures"] == 0, report["failure_kinds"]
     assert report["health_after"] == "answers 200"
     assert any(outcome.startswith("HTTP 200") for outcome in report["outcomes"]) and len(report["outcomes"]) >= 5, report["outcomes"]
+
+
+_spec = importlib.util.spec_from_file_location("run_notebooks", Path(__file__).resolve().parents[1] / "tools" / "run_notebooks.py")
+run_notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_notebooks)
+
+
+@pytest.mark.parametrize("code, says", [("import time\ntime.sleep(60)", "timed out"), ("1 / 0", "ZeroDivisionError")])
+def test_a_notebook_that_fails_or_times_out_keeps_its_outputs_and_says_why(tmp_path, capsys, code, says):
+    """A cell past its limit (chapter 04's training on a slow CPU) is a failure like an error: no traceback, no half-written file."""
+    import nbformat
+
+    path = tmp_path / "chapter.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('stored')"), nbformat.v4.new_code_cell(code)])
+    notebook.cells[0].outputs = [nbformat.v4.new_output("stream", text="stored\n")]
+    nbformat.write(notebook, path)
+    before = path.read_bytes()
+    assert run_notebooks.main([str(path), "--cell-timeout", "5"]) == 1
+    assert path.read_bytes() == before  # the good stored outputs are kept
+    failed = nbformat.read(run_notebooks.failed_path(path), as_version=4)
+    assert failed.cells[0].outputs[0]["text"] == "stored\n"  # the failed run, beside them, got that far
+    assert f"error: {path} failed" in (err := capsys.readouterr().err) and says in err
