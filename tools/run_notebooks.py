@@ -21,6 +21,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 # Notebook 04 trains ResNet50 in one cell: about 10 minutes on a recent 2-core CPU, over 30 on an
 # AVX2-only one. The limit is there to stop a hung kernel, not to judge a CPU's speed.
 CELL_TIMEOUT_S = 3600
+FAILURES = (CellExecutionError, CellTimeoutError)  # a cell that raised, or one stopped at the limit
 
 
 def run_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> float:
@@ -37,7 +38,7 @@ def run_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> float:
     start = time.perf_counter()
     try:
         client.execute()
-    except (CellExecutionError, CellTimeoutError):
+    except FAILURES:
         # Keep the good stored outputs; put the failed run beside them for inspection.
         nbformat.write(_clean(notebook), failed_path(path))
         raise
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Running {path} ...", flush=True)
         try:
             seconds = run_notebook(path, args.cell_timeout)
-        except (CellExecutionError, CellTimeoutError) as exc:
+        except FAILURES as exc:
             print(f"error: {path} failed; it is unchanged, the failed run is in {failed_path(path)}.\n{exc}", file=sys.stderr)
             return 1
         print(f"  done in {seconds:.1f} s", flush=True)
