@@ -57,6 +57,10 @@ def _stderr_silenced():
 # absl lines printed while TensorFlow loads and probes for GPUs ignore the level, so both happen with
 # stderr silenced. Set TF_CPP_MIN_LOG_LEVEL yourself (0-2) to see the logs when debugging TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or AMX; elsewhere (AVX2-only
+# laptops and servers) it falls back to Eigen, which trains ResNet50 2.6 times slower (an AMD EPYC: 2.6 s a training step
+# against 1.0 s; docs/results.md). Set TF_ENABLE_ONEDNN_OPTS=0 yourself for Eigen's kernels (`make test-portability` does).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 with _stderr_silenced():
     import tensorflow as tf
     import keras
