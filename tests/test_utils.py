@@ -35,9 +35,8 @@ def test_training_prints_nothing_either():
 
 
 def test_tensorflow_runs_onednn_kernels_unless_told_not_to():
-    """TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI, BF16 or AMX; on others ResNet50 trained
-    2.6 times slower on Eigen's kernels. resnets_utils turns it on everywhere, and a TF_ENABLE_ONEDNN_OPTS the user
-    set still wins (`make test-portability` sets it to 0). On an AVX-512 VNNI CPU the first case holds without it."""
+    """resnets_utils turns oneDNN on (why: the comment above its TensorFlow import), and a TF_ENABLE_ONEDNN_OPTS the
+    user set still wins. It can only fail on a CPU where TensorFlow leaves oneDNN off by itself (AVX2-only)."""
     code = "import resnets_utils\nfrom tensorflow.python.util import _pywrap_util_port\nprint(_pywrap_util_port.IsMklEnabled())"
     without = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
     for setting, expected in ((None, "True"), ("0", "False")):
