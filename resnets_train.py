@@ -587,10 +587,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_OWN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size"}  # the recipe's fields that have a command-line option
+
+
 def _recipe_change(text: str) -> tuple[str, object]:
     """``FIELD=VALUE`` for ``--set``: a field of ``Recipe`` (not its name) and a value of that field's type."""
     field_name, sep, value = text.partition("=")
-    fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name != "name"}
+    if field_name in _OWN_OPTIONS:  # one way to set each: --set epochs=35 beside --epochs 3 would be ambiguous
+        raise argparse.ArgumentTypeError(f"{field_name} has an option of its own: {_OWN_OPTIONS[field_name]} {value or 'N'}")
+    fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name != "name" and f.name not in _OWN_OPTIONS}
     if not sep or field_name not in fields:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {', '.join(fields)}; got {text!r}")
     kind = type(getattr(DEFAULT, field_name))
