@@ -152,12 +152,20 @@ def photo_sets(images, seed: int = 0) -> dict[str, np.ndarray]:
     return {"as taken": np.asarray(images), **conditions(images, seed)}
 
 
-def predictions_per_condition(model, sets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``{name: the class model predicts for each photo}`` for each set of uint8 photos in ``sets`` (``photo_sets``)."""
-    return {name: model.predict(ru.to_model_input(photos), batch_size=64, verbose=0).argmax(axis=1) for name, photos in sets.items()}
+def predictions_per_condition(model, sets: dict[str, np.ndarray], mirror: bool = False) -> dict[str, np.ndarray]:
+    """``{name: the class model predicts for each photo}`` for each set of uint8 photos in ``sets`` (``photo_sets``).
+
+    ``mirror``: the class whose probability, averaged over the photo and its mirror image, is highest: a
+    test-time trick measured here before any adoption (``ru.predict_image`` does not use it)."""
+    def probabilities(photos):
+        return model.predict(ru.to_model_input(photos), batch_size=64, verbose=0)
+
+    return {name: (probabilities(photos) + probabilities(photos[:, :, ::-1]) if mirror else probabilities(photos)).argmax(axis=1)
+            for name, photos in sets.items()}
 
 
-def accuracy_per_condition(model, images, labels, seed: int = 0) -> dict[str, float]:
-    """Accuracy of ``model`` on the photos as taken and under each of ``conditions``."""
+def accuracy_per_condition(model, images, labels, seed: int = 0, mirror: bool = False) -> dict[str, float]:
+    """Accuracy of ``model`` on the photos as taken and under each of ``conditions`` (``mirror``: see ``predictions_per_condition``)."""
     labels = np.asarray(labels).reshape(-1)
-    return {name: float((predicted == labels).mean()) for name, predicted in predictions_per_condition(model, photo_sets(images, seed)).items()}
+    predicted = predictions_per_condition(model, photo_sets(images, seed), mirror)
+    return {name: float((classes == labels).mean()) for name, classes in predicted.items()}

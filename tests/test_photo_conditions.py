@@ -71,3 +71,26 @@ def test_benchmark_table_ends_with_the_mean_and_the_worst_condition():
 def test_benchmark_names_a_missing_network(tmp_path, capsys):
     assert conditions_benchmark.main(["--model", f"mine={tmp_path / 'none.keras'}", "--output", str(tmp_path)]) == 1
     assert "none.keras" in capsys.readouterr().err
+
+
+def test_mirror_average_asks_about_the_photo_and_its_mirror_image():
+    labels = np.array([0, 1, 2, 3])
+
+    class LeftHalf:  # confident of class 1 when the photo's left half is the brighter, else mildly of class 4
+        seen = []
+
+        def predict(self, x, batch_size=None, verbose=0):
+            self.seen.append(x)
+            left = x[:, :, : x.shape[2] // 2].mean(axis=(1, 2, 3)) > x[:, :, x.shape[2] // 2:].mean(axis=(1, 2, 3))
+            return np.where(left[:, None], np.eye(6)[1] * 0.9, np.eye(6)[4] * 0.6)
+
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    images[:, :, :4] = 200  # every photo brighter on the left: class 1 as taken, class 4 in the mirror
+    network = LeftHalf()
+    plain = pc.predictions_per_condition(network, {"as taken": images})["as taken"]
+    assert (plain == 1).all() and len(network.seen) == 1
+    mirrored = pc.predictions_per_condition(network, {"as taken": images}, mirror=True)["as taken"]
+    np.testing.assert_array_equal(network.seen[2], network.seen[1][:, :, ::-1])
+    assert (mirrored == 1).all(), "0.9 for class 1 against 0.6 for class 4, summed over the two"
+    images[:, :, :4], images[:, :, 4:] = 0, 200
+    assert (pc.predictions_per_condition(network, {"as taken": images}, mirror=True)["as taken"] == 1).all()

@@ -3,6 +3,7 @@
     python tools/conditions_benchmark.py                              # the default and the course's networks, test photos
     python tools/conditions_benchmark.py --split validation           # the validation photos: for choosing a recipe
     python tools/conditions_benchmark.py --model mine=runs/x/model.keras --model default=runs/default-seed0/model.keras
+    python tools/conditions_benchmark.py --split validation --mirror-average  # each photo and its mirror image, averaged
 
 The conditions (backgrounds, tilt, framing, light, contrast, greyscale, JPEG quality and pairs of them) are
 ``photo_conditions.conditions``, built with a fixed seed from the test photos, or from the validation photos
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="a network to measure (repeatable)")
     parser.add_argument("--split", choices=["test", "validation"], default="test")
     parser.add_argument("--seed", type=int, default=0, help="draws the textured backgrounds (default 0)")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="average each photo's probabilities with its mirror image's (a test-time trick the prediction path does not use)")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "conditions")
     args = parser.parse_args(argv)
     if args.model:
@@ -78,9 +81,9 @@ def main(argv=None) -> int:
     results = {}
     for name, path in models.items():
         print(f"measuring {name} ({path}) on {len(images)} {args.split} photos ...", flush=True)
-        results[name] = pc.accuracy_per_condition(ru.keras.models.load_model(path, compile=False), images, labels, args.seed)
+        results[name] = pc.accuracy_per_condition(ru.keras.models.load_model(path, compile=False), images, labels, args.seed, args.mirror_average)
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "conditions.json").write_text(json.dumps({"split": args.split, "seed": args.seed, "photos": len(images),
+    (args.output / "conditions.json").write_text(json.dumps({"split": args.split, "seed": args.seed, "mirror_average": args.mirror_average, "photos": len(images),
                                                              "models": {n: str(p) for n, p in models.items()}, "accuracy": results}, indent=1) + "\n")
     text = table(results)
     (args.output / "conditions.md").write_text(text)
