@@ -18,8 +18,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-# Notebook 04 trains ResNet50 in one cell: about 10 minutes on a recent 2-core CPU, over 30 on an
-# AVX2-only one. The limit is there to stop a hung kernel, not to judge a CPU's speed.
+# Notebook 04 trains ResNet50 in one cell: about 10 minutes on a recent 2-core CPU, 16 on an AVX2-only
+# one (over 30 before oneDNN was turned on there). The limit is there to stop a hung kernel, not to judge a CPU's speed.
 CELL_TIMEOUT_S = 3600
 FAILURES = (CellExecutionError, CellTimeoutError)  # a cell that raised, or one stopped at the limit
 
