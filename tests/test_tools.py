@@ -145,3 +145,12 @@ def test_a_notebook_that_fails_or_times_out_keeps_its_outputs_and_says_why(tmp_p
     failed = nbformat.read(run_notebooks.failed_path(path), as_version=4)
     assert failed.cells[0].outputs[0]["text"] == "stored\n"  # the failed run, beside them, got that far
     assert f"error: {path} failed" in (err := capsys.readouterr().err) and says in err
+
+
+def test_serving_benchmark_refuses_a_batch_of_no_photos_before_loading_anything(capsys):
+    import serving_benchmark
+
+    with pytest.raises(SystemExit) as exit_info:
+        serving_benchmark.main(["--batches", "1", "0", "--model", "no-such-model.keras"])
+    assert exit_info.value.code == 2
+    assert "--batches: each is a number of photos, at least 1; got 0" in capsys.readouterr().err

@@ -4,8 +4,8 @@
 
 Exports the model to a scratch folder, sends the 120 test photos (the archive's 100x100 JPEG files) as the
 REST body a client would post, and compares every answer with ``ru.predict_image`` on the same file. Then
-calls the signature with 1, 8, 32 and 64 photos per call (the median of several calls each) and reports
-photos per second: what TF Serving's request batching would buy on this CPU.
+calls the signature with 1, 8, 32 and 64 photos per call (``--batches``; the median of several calls each)
+and reports photos per second: what TF Serving's request batching would buy on this CPU.
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--seconds", type=float, default=10.0, help="time spent per batch size (default 10)")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), metavar="N",
+                        help="photos per call to time (default 1 8 32 64; 1 2 is what a photo and its mirror image cost)")
     parser.add_argument("--out", type=Path, default=RUNS_DIR / "serving_benchmark")
     args = parser.parse_args(argv)
+    if min(args.batches) < 1:
+        parser.error(f"--batches: each is a number of photos, at least 1; got {min(args.batches)}")
     model = load_model(args.model)
     manifest = sd.read_manifest()
     images = sd.read_verified_images(sd.find_source(download=False), manifest)
@@ -55,7 +59,7 @@ def main(argv=None) -> int:
         print(json.dumps(agreement), flush=True)
 
         throughput = []
-        for batch in BATCHES:
+        for batch in args.batches:
             encoded = ru.tf.constant((files * (batch // len(files) + 1))[:batch])
             signature(image_bytes=encoded)  # warm-up
             times, start = [], time.perf_counter()
