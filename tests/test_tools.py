@@ -154,3 +154,14 @@ def test_serving_benchmark_refuses_a_batch_of_no_photos_before_loading_anything(
         serving_benchmark.main(["--batches", "1", "0", "--model", "no-such-model.keras"])
     assert exit_info.value.code == 2
     assert "--batches: each is a number of photos, at least 1; got 0" in capsys.readouterr().err
+
+
+def test_serving_benchmark_says_where_to_put_the_archive_when_it_is_missing(monkeypatch, capsys):
+    import serving_benchmark
+
+    def no_archive(download=True):
+        raise serving_benchmark.sd.DatasetError("No source archive found. Set SIGNS_SOURCE=...")
+
+    monkeypatch.setattr(serving_benchmark.sd, "find_source", no_archive)
+    assert serving_benchmark.main(["--model", "no-such-model.keras"]) == 1
+    assert "error: No source archive found. Set SIGNS_SOURCE" in capsys.readouterr().err

@@ -38,9 +38,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.batches) < 1:
         parser.error(f"--batches: each is a number of photos, at least 1; got {min(args.batches)}")
-    model = load_model(args.model)
     manifest = sd.read_manifest()
-    images = sd.read_verified_images(sd.find_source(download=False), manifest)
+    try:  # the archive's own JPEG files are what a client would send
+        images = sd.read_verified_images(sd.find_source(download=False), manifest)
+    except sd.DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    model = load_model(args.model)
     _, test = sd.split_names(list(manifest))
     files, labels = [images[name] for name, _ in test], [label for _, label in test]
 
