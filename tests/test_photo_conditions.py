@@ -74,10 +74,9 @@ def test_benchmark_names_a_missing_network(tmp_path, capsys):
 
 
 def test_mirror_average_asks_about_the_photo_and_its_mirror_image():
-    labels = np.array([0, 1, 2, 3])
-
     class LeftHalf:  # confident of class 1 when the photo's left half is the brighter, else mildly of class 4
-        seen = []
+        def __init__(self):
+            self.seen = []
 
         def predict(self, x, batch_size=None, verbose=0):
             self.seen.append(x)
