@@ -1,6 +1,7 @@
 """photo_conditions: the "other conditions" benchmark's photos are fixed, seeded, built only from the photos
 given, and change what they say they change."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -93,3 +94,53 @@ def test_mirror_average_asks_about_the_photo_and_its_mirror_image():
     assert (mirrored == 1).all(), "0.9 for class 1 against 0.6 for class 4, summed over the two"
     images[:, :, :4], images[:, :, 4:] = 0, 200
     assert (pc.predictions_per_condition(network, {"as taken": images}, mirror=True)["as taken"] == 1).all()
+
+
+def _fake_run(run_dir: Path, seed: int, per_class: int = 18, train_images: int = 972, validation_images: int = 108) -> Path:
+    """A run directory as `make train` leaves it, with a tiny stand-in network: what the benchmark reads."""
+    run_dir.mkdir(parents=True)
+    metrics = {"seed": seed, "recipe": {"name": "default", "validation_per_class": per_class},
+               "train_images": train_images, "validation_images": validation_images}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    model = ru.keras.Sequential([ru.keras.Input((64, 64, 3)), ru.keras.layers.Flatten(), ru.keras.layers.Dense(6, activation="softmax")])
+    model.save(run_dir / "model.keras")
+    return run_dir / "model.keras"
+
+
+def test_validation_benchmark_measures_each_network_on_the_photos_its_own_run_held_out(tmp_path, monkeypatch):
+    import resnets_train as rt
+
+    x_train, y_train = ru.load_dataset()[:2]
+    models = {f"seed{seed}": _fake_run(tmp_path / f"run{seed}", seed) for seed in (0, 1)}
+    measured = {}
+
+    def record(model, images, labels, seed=0, mirror=False):
+        measured[len(measured)] = images
+        return {"as taken": 1.0, "x": 0.5}
+
+    monkeypatch.setattr(pc, "accuracy_per_condition", record)
+    argv = ["--split", "validation", "--output", str(tmp_path / "out")] + [f"--model={n}={p}" for n, p in models.items()]
+    assert conditions_benchmark.main(argv) == 0
+    for k, seed in enumerate((0, 1)):
+        training, validation = rt.split_validation(y_train.ravel(), 18, seed)
+        np.testing.assert_array_equal(measured[k], x_train[validation])
+        assert not np.isin(validation, training).any()
+    assert json.loads((tmp_path / "out" / "conditions.json").read_text())["held_out_by_seed"] == {"seed0": 0, "seed1": 1}
+
+
+@pytest.mark.parametrize("run, says", [
+    ({"per_class": 0}, "held no validation photos"),
+    ({"train_images": 100, "validation_images": 12}, "a subset"),
+    (None, "no metrics.json"),
+])
+def test_validation_benchmark_refuses_a_network_whose_held_out_photos_are_unknown(tmp_path, capsys, run, says):
+    if run is None:
+        (tmp_path / "bare").mkdir()
+        path = tmp_path / "bare" / "model.keras"
+        path.write_bytes(b"not read")
+    else:
+        path = _fake_run(tmp_path / "run", seed=0, **run)
+    assert conditions_benchmark.main(["--split", "validation", "--model", f"mine={path}", "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert says in err and "--split test" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
