@@ -52,7 +52,7 @@ def held_out_by(model_path: Path, training_photos: int) -> tuple[int, int]:
     except FileNotFoundError:
         raise HeldOutError(f"no {metrics_file.name} beside {model_path}: the validation split needs the run's seed "
                            "(`make train` writes it); measure this network with --split test") from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:  # unreadable, not JSON, or without these keys
         raise HeldOutError(f"{metrics_file} does not say the run's seed and validation split ({error!r}); "
                            "measure this network with --split test") from None
     if per_class == 0:
