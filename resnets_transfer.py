@@ -53,9 +53,11 @@ HEAD = rt.Recipe(
 )
 FINE_TUNE = dataclasses.replace(HEAD, name="transfer, fine-tune stage 5", epochs=4, learning_rate=1e-5)
 # From scratch with the same budget: as many epochs as the head and the fine-tuning together, and the same photos
-# (no new walls, which the transfer recipes do not use either).
-SCRATCH = dataclasses.replace(rt.DEFAULT, name="from scratch", epochs=HEAD.epochs + FINE_TUNE.epochs,
-                              validation_per_class=0, restore_best=False, new_walls=0.0, new_walls_after_epoch=0, new_walls_ramp_epochs=0)
+# (no new walls, light or JPEG changes, which the transfer recipes do not use either); the warm-up is one epoch of
+# the twelve.
+SCRATCH = dataclasses.replace(rt.DEFAULT, name="from scratch", epochs=HEAD.epochs + FINE_TUNE.epochs, warmup_epochs=1,
+                              validation_per_class=0, restore_best=False, new_walls=0.0, new_walls_after_epoch=0, new_walls_ramp_epochs=0,
+                              white_balance=0.0, jpeg=0.0)
 
 
 class TransferError(RuntimeError):

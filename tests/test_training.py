@@ -92,9 +92,11 @@ def test_validation_split_is_stratified_and_seeded():
 def test_recipes_differ_only_where_documented():
     assert rt.COURSE == rt.Recipe(name="course", epochs=20, learning_rate=1e-3, optimizer="adam", batch_size=32)
     assert rt.DEFAULT.bn_momentum == 0.9 and rt.DEFAULT.augment and rt.DEFAULT.validation_per_class == 18
-    assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 1 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 25
+    assert rt.DEFAULT.learning_rate == 2e-3 and rt.DEFAULT.warmup_epochs == 3 and rt.DEFAULT.cosine and rt.DEFAULT.epochs == 25
     assert (rt.DEFAULT.new_walls, rt.DEFAULT.new_walls_after_epoch, rt.DEFAULT.new_walls_ramp_epochs, rt.DEFAULT.clip_norm) == (0.5, 6, 4, 1.0)
-    assert rt.PLAIN_WALLS == dataclasses.replace(rt.DEFAULT, name="plain-walls", new_walls=0.0, new_walls_after_epoch=0, new_walls_ramp_epochs=0, clip_norm=0.0)
+    assert (rt.DEFAULT.white_balance, rt.DEFAULT.jpeg, rt.DEFAULT.greyscale, rt.DEFAULT.varied_walls, rt.DEFAULT.new_walls_zoom_out) == (0.15, 0.3, 0.0, False, 0.0)
+    assert rt.PLAIN_WALLS == dataclasses.replace(rt.DEFAULT, name="plain-walls", warmup_epochs=1, new_walls=0.0, new_walls_after_epoch=0,
+                                                 new_walls_ramp_epochs=0, clip_norm=0.0, white_balance=0.0, jpeg=0.0)
 
 
 @pytest.mark.parametrize(
@@ -278,10 +280,10 @@ def test_new_walls_start_after_some_epochs_and_ramp_up():
 def test_a_recipe_prints_its_photo_changes_only_when_they_are_on():
     assert "new_walls" not in repr(rt.PLAIN_WALLS) and "clip_norm" not in repr(rt.PLAIN_WALLS)
     assert repr(rt.PLAIN_WALLS).endswith("augment=True, validation_per_class=18, restore_best=True)")
-    assert "clip_norm=1.0, bn_momentum=0.9, augment=True, new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, validation_per_class" in repr(rt.DEFAULT)
+    assert "clip_norm=1.0, bn_momentum=0.9, augment=True, new_walls=0.5, new_walls_after_epoch=6, new_walls_ramp_epochs=4, white_balance=0.15, jpeg=0.3, validation_per_class" in repr(rt.DEFAULT)
     assert "greyscale=0.1" in repr(dataclasses.replace(rt.DEFAULT, greyscale=0.1))
     assert "tilt" not in repr(rt.DEFAULT) and "tilt=0.08" in repr(dataclasses.replace(rt.DEFAULT, tilt=0.08))
-    assert "jpeg" not in repr(rt.DEFAULT) and "new_walls_zoom_out=0.4" in repr(dataclasses.replace(rt.DEFAULT, new_walls_zoom_out=0.4))
+    assert "jpeg" not in repr(rt.PLAIN_WALLS) and "new_walls_zoom_out=0.4" in repr(dataclasses.replace(rt.DEFAULT, new_walls_zoom_out=0.4))
 
 
 def _small_network():

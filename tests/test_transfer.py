@@ -122,6 +122,13 @@ def test_missing_base_model_names_the_command_that_trains_one(tmp_path):
         rtl.load_base(tmp_path / "model.keras")
 
 
+def test_from_scratch_sees_the_photos_the_transfer_recipes_see():
+    # a fair comparison: the same photo changes as the new head's, and the same number of epochs
+    changes = ("augment", "tilt", "contrast", "new_walls", "white_balance", "greyscale", "jpeg", "new_walls_zoom_out")
+    assert [getattr(rtl.SCRATCH, name) for name in changes] == [getattr(rtl.HEAD, name) for name in changes]
+    assert rtl.SCRATCH.epochs == rtl.HEAD.epochs + rtl.FINE_TUNE.epochs and rtl.SCRATCH.warmup_epochs < rtl.SCRATCH.epochs
+
+
 def test_subset_per_class_is_balanced_and_seeded():
     labels = np.repeat(np.arange(4), 10)
     chosen = rt.subset_per_class(labels, 3, seed=0)
